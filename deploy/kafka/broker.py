@@ -1,0 +1,306 @@
+"""A single-node KRaft Kafka broker (broker and controller in one JVM) on 127.0.0.1.
+
+One broker needs a few settings that a cluster would not: every internal topic with replication
+factor 1 and min ISR 1 (transactions and consumer offsets would otherwise wait for replicas that
+never come), and no initial rebalance delay (tests and demos join groups often).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.kafka.dist import KAFKA_VERSION, libs_dir, require_tool
+
+NODE_ID = 1
+
+LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = {level}
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started or stopped; the message says why and what to do."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    """The broker's ``server.properties`` for one KRaft node listening on 127.0.0.1."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": NODE_ID,
+        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": data_dir / "logs",
+        "num.partitions": 1,
+        "default.replication.factor": 1,
+        "min.insync.replicas": 1,
+        "offsets.topic.replication.factor": 1,
+        "offsets.topic.num.partitions": 8,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.num.partitions": 4,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "group.initial.rebalance.delay.ms": 0,
+        "auto.create.topics.enable": "true",
+        "log.cleaner.backoff.ms": 5000,
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class BrokerInfo:
+    """What a running broker is: recorded so other processes can find and stop it."""
+
+    pid: int
+    bootstrap: str
+    port: int
+    controller_port: int
+    version: str
+    data_dir: str
+    log_file: str
+
+
+class Broker:
+    """One Kafka server process with its data in ``data_dir``.
+
+    >>> broker = Broker(tmp_path)              # doctest: +SKIP
+    >>> info = broker.start()                  # formats on first start, then serves
+    >>> info.bootstrap                         # doctest: +SKIP
+    '127.0.0.1:40123'
+    >>> broker.stop()                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        version: str = KAFKA_VERSION,
+        heap: str = "384m",
+        log_level: str = "INFO",
+    ):
+        self.data_dir = Path(data_dir)
+        self.version = version
+        self.heap = heap
+        self.log_level = log_level
+        self.process: subprocess.Popen | None = None
+        self.info: BrokerInfo | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def _java_cmd(self, libs: Path, main: str, *args: str) -> list[str]:
+        java = require_tool("java", "to run the Kafka broker")
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
+
+    def _ports(self, port: int | None, controller_port: int | None) -> tuple[int, int]:
+        """Requested ports, else the ones this data directory used last if still free, else new."""
+        for requested in (port, controller_port):
+            if requested is not None and not port_is_free(requested):
+                raise BrokerError(
+                    f"Port {requested} on 127.0.0.1 is already taken, so the Kafka broker cannot "
+                    "listen on it. Stop whatever holds it (`ss -ltnp`), or leave the port unset "
+                    "to get a free one."
+                )
+        last = self.data_dir / "ports"
+        if port is None and controller_port is None and last.exists():
+            p, c = (int(x) for x in last.read_text().split())
+            if port_is_free(p) and port_is_free(c):
+                return p, c
+        port = port or free_port()
+        controller_port = controller_port or free_port()
+        while controller_port == port:
+            controller_port = free_port()
+        last.write_text(f"{port} {controller_port}")
+        return port, controller_port
+
+    def start(
+        self, port: int | None = None, controller_port: int | None = None, timeout: float = 60
+    ) -> BrokerInfo:
+        """Format the storage if new, start the server, and wait until it answers metadata."""
+        libs = libs_dir(self.version)
+        if not (libs.parent / ".complete").exists():
+            raise BrokerError(
+                f"The jars of Kafka {self.version} are not in {libs}: run `rarecvr kafka fetch` "
+                "(or `make kafka`) first."
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port, controller_port = self._ports(port, controller_port)
+        props = self.data_dir / "server.properties"
+        props.write_text(server_properties(self.data_dir, port, controller_port))
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(level=self.log_level))
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            self._format(libs, props)
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                self._java_cmd(libs, "kafka.Kafka", str(props)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives `rarecvr kafka up` exiting, and its Ctrl-C
+            )
+        self.info = BrokerInfo(
+            pid=self.process.pid,
+            bootstrap=f"127.0.0.1:{port}",
+            port=port,
+            controller_port=controller_port,
+            version=self.version,
+            data_dir=str(self.data_dir),
+            log_file=str(self.log_file),
+        )
+        try:
+            wait_until_serving(self.info.bootstrap, timeout, self.process, self.log_file)
+        except BrokerError:
+            self.stop()
+            raise
+        return self.info
+
+    def _format(self, libs: Path, props: Path) -> None:
+        cmd = self._java_cmd(
+            libs, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props)
+        )
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerError(
+                f"Formatting the Kafka storage in {self.data_dir / 'logs'} failed (exit "
+                f"{result.returncode}):\n{(result.stdout + result.stderr).strip()[-2000:]}"
+            )
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM the server, then SIGKILL it if it has not exited within ``timeout``."""
+        if self.process is not None:
+            stop_pid(self.process.pid, timeout, self.process)
+            self.process = None
+
+    def __enter__(self) -> BrokerInfo:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def log_tail(log_file: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+def wait_until_serving(
+    bootstrap: str, timeout: float, process: subprocess.Popen | None, log_file: Path
+) -> None:
+    """Block until a metadata request to ``bootstrap`` succeeds, or raise with the log's tail."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BrokerError(
+                f"The Kafka broker exited with code {process.returncode} while starting. "
+                f"The end of its log ({log_file}):\n{log_tail(log_file)}"
+            )
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="rarecvr-probe"
+            )
+            try:
+                if admin.describe_cluster().get("brokers"):
+                    return
+            finally:
+                admin.close()
+        except (KafkaError, OSError):
+            pass
+        time.sleep(0.3)
+    raise BrokerError(
+        f"The Kafka broker at {bootstrap} did not answer a metadata request within "
+        f"{timeout:.0f} s. "
+        f"The end of its log ({log_file}):\n{log_tail(log_file)}"
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(pid: int, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    """SIGTERM ``pid``, SIGKILL after ``timeout``; True if it had to be killed."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None:
+            if process.poll() is not None:
+                return False
+        elif not pid_alive(pid):
+            return False
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    if process is not None:
+        process.wait()
+    return True

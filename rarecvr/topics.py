@@ -1,0 +1,112 @@
+"""Every Kafka topic rarecvr uses, declared once, and their idempotent creation.
+
+Clicks and conversions are keyed by click id and have the same partition count, so that a
+conversion lands on the partition of its click and attribution needs no repartitioning. Task
+assignments are compacted and keyed by setup id: the topic is the current assignment of every
+setup, which any process can rebuild by reading it from the start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from rarecvr import contracts
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic's name, partition count and topic-level configs."""
+
+    name: str
+    partitions: int
+    contract: type[contracts.Event]
+    config: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+#: Partitions of the event topics. Add partitions (and Faust workers) to scale out.
+EVENT_PARTITIONS = 4
+
+CLICKS = Topic(
+    "rarecvr.clicks", EVENT_PARTITIONS, contracts.Click, doc="Click events, keyed by click id."
+)
+CONVERSIONS = Topic(
+    "rarecvr.conversions",
+    EVENT_PARTITIONS,
+    contracts.Conversion,
+    doc="Conversion events, keyed by their click id.",
+)
+LABELED_EXAMPLES = Topic(
+    "rarecvr.labeled-examples",
+    EVENT_PARTITIONS,
+    contracts.LabeledExample,
+    doc="Clicks whose label is final (converted, or attribution window closed), keyed by click id.",
+)
+TASK_ASSIGNMENTS = Topic(
+    "rarecvr.task-assignments",
+    1,
+    contracts.TaskAssignment,
+    {
+        "cleanup.policy": "compact",
+        "min.cleanable.dirty.ratio": "0.1",
+        "segment.ms": "600000",
+    },
+    doc="Current hard/soft task of every setup, keyed by setup id (compacted).",
+)
+MODEL_UPDATES = Topic(
+    "rarecvr.model-updates",
+    1,
+    contracts.ModelUpdate,
+    doc="Model registry events: a version published, pinned or rolled back.",
+)
+DEAD_LETTERS = Topic(
+    "rarecvr.dead-letters",
+    1,
+    contracts.DeadLetter,
+    {"retention.ms": str(30 * 24 * 3600 * 1000)},
+    doc="Events that failed validation, with their raw bytes and the reason.",
+)
+
+ALL: tuple[Topic, ...] = (
+    CLICKS,
+    CONVERSIONS,
+    LABELED_EXAMPLES,
+    TASK_ASSIGNMENTS,
+    MODEL_UPDATES,
+    DEAD_LETTERS,
+)
+
+
+def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL) -> list[str]:
+    """Create the topics that do not exist yet; return the names that were created.
+
+    Safe to call any number of times: an existing topic is left as it is.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rarecvr-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(topic.name, topic.partitions, 1, topic_configs=topic.config)]
+                )
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+        return created
+    finally:
+        admin.close()
+
+
+def by_name(name: str) -> Topic:
+    """A declared topic by its full name or its short name (``clicks`` for ``rarecvr.clicks``)."""
+    for topic in ALL:
+        if name in (topic.name, topic.name.removeprefix("rarecvr.")):
+            return topic
+    known = ", ".join(t.name.removeprefix("rarecvr.") for t in ALL)
+    raise KeyError(f"unknown topic {name!r}; rarecvr's topics are: {known}")
