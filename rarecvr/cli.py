@@ -10,6 +10,7 @@ import click
 
 from deploy.kafka.commands import kafka
 from rarecvr import __version__, settings
+from simulator.commands import simulate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +27,7 @@ def main() -> None:
 
 
 main.add_command(kafka)
+main.add_command(simulate)
 
 
 @main.command()
