@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from deploy.demo import demo
 from deploy.kafka.commands import kafka
 from rarecvr import __version__, settings
 from simulator.commands import simulate
@@ -28,6 +29,7 @@ def main() -> None:
 
 main.add_command(kafka)
 main.add_command(simulate)
+main.add_command(demo)
 
 
 @main.command()

@@ -25,8 +25,11 @@ class Checked:
     error: ContractError | None
 
 
-def check_topic(bootstrap: str, topic: Topic, timeout_s: float = 5.0) -> Iterator[Checked]:
-    """Every record now on ``topic``, validated, in partition then offset order."""
+def check_topic(
+    bootstrap: str, topic: Topic, start: dict[int, int] | None = None, timeout_s: float = 5.0
+) -> Iterator[Checked]:
+    """Every record now on ``topic`` (from offset ``start[partition]``, default the beginning),
+    validated, in partition then offset order."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -37,8 +40,11 @@ def check_topic(bootstrap: str, topic: Topic, timeout_s: float = 5.0) -> Iterato
         partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
+        for tp in partitions:
+            if start and start.get(tp.partition):
+                consumer.seek(tp, start[tp.partition])
         ends = consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
+        remaining = {tp for tp in partitions if ends[tp] > consumer.position(tp)}
         batches: dict[int, list[Checked]] = {tp.partition: [] for tp in partitions}
         while remaining:
             polled = consumer.poll(timeout_ms=int(timeout_s * 1000))
@@ -60,3 +66,13 @@ def validate(topic: Topic, partition: int, record) -> Checked:
         return Checked(partition, record.offset, decode(topic.contract, record.value), None)
     except ContractError as exc:
         return Checked(partition, record.offset, None, exc)
+
+
+def end_offsets(bootstrap: str, topic: Topic) -> dict[int, int]:
+    """The next offset of every partition of ``topic``: where new records will start."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()

@@ -274,6 +274,12 @@ def wait_until_serving(
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (reaping it first if it is an exited child of ours)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
