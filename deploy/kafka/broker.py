@@ -104,13 +104,10 @@ class BrokerInfo:
 
 
 class Broker:
-    """One Kafka server process with its data in ``data_dir``.
+    """One Kafka server process with its data in ``data_dir``. Used as::
 
-    >>> broker = Broker(tmp_path)              # doctest: +SKIP
-    >>> info = broker.start()                  # formats on first start, then serves
-    >>> info.bootstrap                         # doctest: +SKIP
-    '127.0.0.1:40123'
-    >>> broker.stop()                          # doctest: +SKIP
+        with Broker(data_dir) as info:   # formats on first start, serves, stops on exit
+            produce_to(info.bootstrap)
     """
 
     def __init__(
