@@ -106,8 +106,8 @@ class BrokerInfo:
 class Broker:
     """One Kafka server process with its data in ``data_dir``. Used as::
 
-        with Broker(data_dir) as info:   # formats on first start, serves, stops on exit
-            produce_to(info.bootstrap)
+    with Broker(data_dir) as info:   # formats on first start, serves, stops on exit
+        produce_to(info.bootstrap)
     """
 
     def __init__(

@@ -1,0 +1,180 @@
+"""The multi-task DCN-v2 of the paper, read top to bottom.
+
+    categorical strings --hash--> embeddings ┐
+    numeric floats -----normalise-----------─┴─> x0 ─> N shared cross layers ─> h
+    h ─> soft tower (MLP) ─> p_soft          h ─> hard tower (MLP) ─> p_hard
+
+Each example counts only in its own task's loss, and the loss of a task is averaged over that
+task's examples in the batch (not over the whole batch, which would shrink a task's weight with
+its share):  L = W_soft * mean(BCE over soft rows) + W_hard * mean(BCE over hard rows).
+Training computes each tower on its own task's rows only, so multi-task training costs what a
+single tower does. The single-task baseline is the same model with one tower, ``tasks=("all",)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import keras
+import keras_rs
+import tensorflow as tf
+
+from model.features import FeatureSpec
+from model.optimizer import SparseAdam
+
+TASKS = ("soft", "hard")
+SINGLE_TASK = ("all",)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and loss of a model. ``loss_weights`` are in the order of ``tasks``."""
+
+    features: FeatureSpec
+    hash_buckets: int = 100_000
+    embedding_dim: int = 16
+    shared_layers: int = 2  #: DCN-v2 cross layers shared by the towers (0: embeddings only)
+    tower_units: tuple[int, ...] = (256, 128)
+    tasks: tuple[str, ...] = TASKS
+    loss_weights: tuple[float, ...] = (0.5, 0.5)
+    learning_rate: float = 1e-3
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.tasks) != len(self.loss_weights):
+            raise ValueError(f"{len(self.tasks)} tasks but {len(self.loss_weights)} loss weights")
+        if any(w < 0 for w in self.loss_weights) or sum(self.loss_weights) <= 0:
+            raise ValueError(f"loss weights must be >= 0 and not all 0: {self.loss_weights}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def multitask_loss(
+    labels: tf.Tensor, logits: list[tf.Tensor | None], rows: list[tf.Tensor], weights
+) -> tf.Tensor:
+    """``sum_k W_k * mean(BCE of task k's rows)``; a task with no rows in the batch adds 0.
+
+    ``logits[k]`` are the logits of task k's tower on the rows ``rows[k]`` of the batch.
+    """
+    total = tf.constant(0.0)
+    for task_logits, task_rows, weight in zip(logits, rows, weights, strict=True):
+        if task_logits is None or weight == 0:
+            continue
+        y = tf.gather(labels, task_rows)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=task_logits)
+        count = tf.cast(tf.size(task_rows), tf.float32)
+        total += weight * tf.math.divide_no_nan(tf.reduce_sum(bce), count)
+    return total
+
+
+class Trunk(keras.layers.Layer):
+    """The shared part: hashed embeddings, normalised numerics, and the shared cross layers."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        spec = config.features
+        self.categorical, self.numeric = spec.categorical, spec.numeric
+        self.hashers = [keras.layers.Hashing(config.hash_buckets) for _ in self.categorical]
+        self.embeddings = [
+            keras.layers.Embedding(
+                config.hash_buckets,
+                config.embedding_dim,
+                embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, config.seed),
+                name=f"embedding_{name}",
+            )
+            for name in self.categorical
+        ]
+        self.normalizer = (
+            keras.layers.Normalization(axis=-1, name="numeric") if self.numeric else None
+        )
+        self.crosses = [
+            keras_rs.layers.FeatureCross(name=f"shared_cross_{i}")
+            for i in range(config.shared_layers)
+        ]
+
+    def adapt(self, numeric: tf.Tensor) -> None:
+        """Fit the numeric normalisation's mean and variance (once, on the first data seen)."""
+        if self.normalizer is not None:
+            self.normalizer.adapt(numeric)
+
+    def numeric_matrix(self, inputs: dict) -> tf.Tensor:
+        return tf.stack([tf.cast(inputs[n], tf.float32) for n in self.numeric], axis=1)
+
+    def call(self, inputs: dict) -> tf.Tensor:
+        parts = [
+            embed(hasher(inputs[name]))
+            for name, hasher, embed in zip(
+                self.categorical, self.hashers, self.embeddings, strict=True
+            )
+        ]
+        if self.normalizer is not None:
+            parts.append(self.normalizer(self.numeric_matrix(inputs)))
+        x0 = tf.concat(parts, axis=1)
+        h = x0
+        for cross in self.crosses:
+            h = cross(x0, h)
+        return h
+
+
+def tower(config: ModelConfig, task: str) -> keras.Sequential:
+    """One task's head: an MLP ending in a single logit."""
+    layers = [keras.layers.Dense(u, activation="relu", name=f"{task}_dense_{i}")
+              for i, u in enumerate(config.tower_units)]  # fmt: skip
+    return keras.Sequential(
+        [*layers, keras.layers.Dense(1, name=f"{task}_logit")], name=f"tower_{task}"
+    )
+
+
+class MultiTaskDCN(keras.Model):
+    """A trunk shared by one tower per task. ``call`` returns each task's probability."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.trunk = Trunk(config, name="trunk")
+        self.towers = [tower(config, task) for task in config.tasks]
+
+    def call(self, inputs: dict) -> dict[str, tf.Tensor]:
+        h = self.trunk(inputs)
+        return {
+            task: tf.sigmoid(t(h))[:, 0]
+            for task, t in zip(self.config.tasks, self.towers, strict=True)
+        }
+
+    def task_index(self, task_names) -> tf.Tensor:
+        """Each example's tower: its task's position in ``config.tasks`` (all 0 if single-task)."""
+        if self.config.tasks == SINGLE_TASK:
+            return tf.zeros([len(task_names)], tf.int32)
+        lookup = {name: i for i, name in enumerate(self.config.tasks)}
+        return tf.constant([lookup[t] for t in task_names], tf.int32)
+
+    def train_step(self, data):
+        inputs, targets = data
+        labels = tf.cast(targets["label"], tf.float32)
+        task = tf.cast(targets["task"], tf.int32)
+        rows = [tf.where(task == k)[:, 0] for k in range(len(self.towers))]
+        with tf.GradientTape() as tape:
+            h = self.trunk(inputs, training=True)
+            logits = [
+                t(tf.gather(h, r), training=True)[:, 0] if w > 0 else None
+                for t, r, w in zip(self.towers, rows, self.config.loss_weights, strict=True)
+            ]
+            loss = multitask_loss(labels, logits, rows, self.config.loss_weights)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return {"loss": loss}
+
+
+def build(config: ModelConfig, sample: dict) -> MultiTaskDCN:
+    """A compiled model, built and with its numeric normalisation fitted on ``sample`` inputs."""
+    keras.utils.set_random_seed(config.seed)
+    model = MultiTaskDCN(config)
+    if config.features.numeric:
+        model.trunk.adapt(model.trunk.numeric_matrix(sample))
+    model.compile(optimizer=SparseAdam(learning_rate=config.learning_rate), jit_compile=False)
+    model({k: v[:2] for k, v in sample.items()})
+    return model
