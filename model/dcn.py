@@ -135,6 +135,11 @@ class MultiTaskDCN(keras.Model):
         self.config = config
         self.trunk = Trunk(config, name="trunk")
         self.towers = [tower(config, task) for task in config.tasks]
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
 
     def call(self, inputs: dict) -> dict[str, tf.Tensor]:
         h = self.trunk(inputs)
@@ -166,7 +171,8 @@ class MultiTaskDCN(keras.Model):
         grads = tape.gradient(loss, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        return {"loss": loss}
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
 
 
 def build(config: ModelConfig, sample: dict) -> MultiTaskDCN:

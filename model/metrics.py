@@ -57,3 +57,68 @@ def auc(labels, scores) -> float:
         raise ValueError("AUC needs at least one positive and one negative example")
     ranks = rankdata(s)
     return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def calibration_ratio(labels, probs) -> float:
+    """Predicted over observed conversions: 1 is calibrated, above 1 over-predicts."""
+    y, p = _arrays(labels, probs)
+    observed = y.sum()
+    return float(p.sum() / observed) if observed > 0 else float("inf")
+
+
+def ece(labels, probs, bins: int = 10) -> float:
+    """Expected calibration error over quantile bins of the prediction (equal counts per bin).
+
+    The mean over bins, weighted by size, of |mean prediction - mean label|.
+    """
+    y, p = _arrays(labels, probs)
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for chunk in np.array_split(order, min(bins, y.size)):
+        total += chunk.size * abs(p[chunk].mean() - y[chunk].mean())
+    return float(total / y.size)
+
+
+def calibration_curve(labels, probs, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Mean prediction and mean label of each quantile bin, for a reliability plot."""
+    y, p = _arrays(labels, probs)
+    order = np.argsort(p, kind="stable")
+    chunks = np.array_split(order, min(bins, y.size))
+    return np.array([p[c].mean() for c in chunks]), np.array([y[c].mean() for c in chunks])
+
+
+def bootstrap_ci(
+    metric, labels, probs, reps: int = 200, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of ``metric(labels, probs)`` over resampled examples."""
+    y = np.asarray(labels)
+    p = np.asarray(probs)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(reps):
+        idx = rng.integers(0, y.size, y.size)
+        try:
+            values.append(metric(y[idx], p[idx]))
+        except ValueError:  # a resample without both classes
+            continue
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_lift(
+    metric, labels, probs_a, probs_b, reps: int = 200, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Relative lift of model a over model b, ``metric(a) / metric(b) - 1``, with a paired
+    percentile bootstrap interval (both scored on the same resamples)."""
+    y, a, b = np.asarray(labels), np.asarray(probs_a), np.asarray(probs_b)
+    point = metric(y, a) / metric(y, b) - 1
+    rng = np.random.default_rng(seed)
+    lifts = []
+    for _ in range(reps):
+        idx = rng.integers(0, y.size, y.size)
+        try:
+            lifts.append(metric(y[idx], a[idx]) / metric(y[idx], b[idx]) - 1)
+        except ValueError:
+            continue
+    lo, hi = np.quantile(lifts, [(1 - level) / 2, (1 + level) / 2])
+    return float(point), float(lo), float(hi)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from model import metrics
@@ -41,3 +42,34 @@ def test_auc_needs_both_classes():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="must be equal 1-d shapes"):
         metrics.log_loss([1, 0], [0.5])
+
+
+def test_calibration_ratio_is_predicted_over_observed():
+    assert metrics.calibration_ratio([1, 0, 0, 0], [0.5, 0.5, 0.25, 0.25]) == pytest.approx(1.5)
+
+
+def test_ece_over_quantile_bins_by_hand():
+    # two bins of two: [0.1, 0.2] vs labels [0, 1] -> |0.15 - 0.5| = 0.35;
+    # [0.7, 0.9] vs labels [1, 1] -> |0.8 - 1| = 0.2; weighted mean 0.275
+    assert metrics.ece([0, 1, 1, 1], [0.1, 0.2, 0.7, 0.9], bins=2) == pytest.approx(0.275)
+
+
+def test_ece_is_zero_when_every_bin_is_calibrated():
+    assert metrics.ece([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], bins=2) == pytest.approx(0.0)
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    rng = np.random.default_rng(1)
+    p = rng.random(2000)
+    y = (rng.random(2000) < p).astype(int)
+    lo, hi = metrics.bootstrap_ci(metrics.auc, y, p, reps=100)
+    assert lo < metrics.auc(y, p) < hi
+    assert hi - lo < 0.1
+
+
+def test_paired_lift_of_a_model_over_itself_is_zero():
+    rng = np.random.default_rng(2)
+    p = rng.random(500)
+    y = (rng.random(500) < p).astype(int)
+    point, lo, hi = metrics.paired_bootstrap_lift(metrics.rig, y, p, p, reps=50)
+    assert point == lo == hi == 0.0
