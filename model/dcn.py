@@ -13,6 +13,7 @@ single tower does. The single-task baseline is the same model with one tower, ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import keras
@@ -175,12 +176,21 @@ class MultiTaskDCN(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
 
-def build(config: ModelConfig, sample: dict) -> MultiTaskDCN:
-    """A compiled model, built and with its numeric normalisation fitted on ``sample`` inputs."""
+def build(config: ModelConfig, sample: dict, base_rates: dict | None = None) -> MultiTaskDCN:
+    """A compiled model, built and with its numeric normalisation fitted on ``sample`` inputs.
+
+    ``base_rates`` (task -> mean label) start each tower's output bias at the logit of its
+    task's rate: with rare labels, a tower that starts at 50% spends its first thousand steps
+    unlearning that, and is badly calibrated until it has.
+    """
     keras.utils.set_random_seed(config.seed)
     model = MultiTaskDCN(config)
     if config.features.numeric:
         model.trunk.adapt(model.trunk.numeric_matrix(sample))
     model.compile(optimizer=SparseAdam(learning_rate=config.learning_rate), jit_compile=False)
     model({k: v[:2] for k, v in sample.items()})
+    for task, rate in (base_rates or {}).items():
+        rate = min(max(float(rate), 1e-6), 1 - 1e-6)
+        bias = model.towers[config.tasks.index(task)].layers[-1].bias
+        bias.assign([math.log(rate / (1 - rate))])
     return model

@@ -10,6 +10,7 @@ import click
 
 from deploy.demo import demo
 from deploy.kafka.commands import kafka
+from model.commands import research
 from rarecvr import __version__, settings
 from simulator.commands import simulate
 
@@ -30,6 +31,7 @@ def main() -> None:
 main.add_command(kafka)
 main.add_command(simulate)
 main.add_command(demo)
+main.add_command(research)
 
 
 @main.command()

@@ -1,0 +1,183 @@
+"""Data for offline research: simulator traffic or a user's log, split and assigned to tasks.
+
+Either way the result is a :class:`Study`: train and test inputs, labels and each row's task
+(hard when the setup's historical CVR, from earlier rows only, is at most alpha).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from model.features import FeatureSpec, to_inputs
+from model.tasks import decayed_cvr_asof, setup_cvr_from
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Split:
+    inputs: dict
+    labels: np.ndarray
+    hard: np.ndarray
+    true_p: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.labels.size
+
+
+@dataclass
+class Study:
+    """A prepared data set: features, a train and a test split, and where it came from."""
+
+    spec: FeatureSpec
+    train: Split
+    test: Split
+    about: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskRule:
+    """How rows get their task: alpha, the decay half-life, and the prior's strength."""
+
+    alpha: float = 0.01
+    half_life_days: float = 7.0
+    prior_strength: float = 200.0
+
+
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    encoded = pc.dictionary_encode(column.combine_chunks().cast(pa.string()))
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def simulated(market, rule: TaskRule, test_share: float = 0.25) -> Study:
+    """Simulator traffic split by time; each row's task from its setup's decayed CVR, counting
+    conversions at the time they arrived (delayed feedback, as online)."""
+    from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, Vocab, clicks_table
+    from simulator.traffic import generate
+
+    vocab = Vocab(market)
+    table = pa.concat_tables(clicks_table(chunk, vocab) for chunk in generate(market))
+    t = table["ts_ms"].to_numpy()
+    converted_at = table["conversion_ts_ms"].to_numpy(zero_copy_only=False).astype(np.float64)
+    setup = _codes(table["setup_id"])
+    labels = table["converted"].to_numpy().astype(np.float32)
+    cvr = decayed_cvr_asof(setup, t, converted_at, setup, t, rule.half_life_days * DAY_MS,
+                           float(labels.mean()), rule.prior_strength)  # fmt: skip
+    hard = cvr <= rule.alpha
+    spec = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    cut = int(np.searchsorted(t, np.quantile(t, 1 - test_share)))
+    inputs = to_inputs(table, spec)
+    true_p = table["true_p"].to_numpy()
+    about = {"source": "simulator", "clicks": table.num_rows, "seed": market.cfg.seed,
+             "shared_strength": market.cfg.shared_strength, "split": "by time",
+             "hard_share_train": float(hard[:cut].mean())}  # fmt: skip
+    return Study(spec, *_split(inputs, labels, hard, true_p, cut), about=about)
+
+
+def _split(inputs, labels, hard, true_p, cut):
+    def part(sl):
+        return Split({k: v[sl] for k, v in inputs.items()}, labels[sl], hard[sl],
+                     None if true_p is None else true_p[sl])  # fmt: skip
+
+    return part(slice(0, cut)), part(slice(cut, None))
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A CSV (optionally gzipped; ``columns`` names a header-less file) or Parquet file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such data file: {path}")
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    read = pacsv.ReadOptions(column_names=columns) if columns else pacsv.ReadOptions()
+    parse = pacsv.ParseOptions(newlines_in_values=False)
+    convert = pacsv.ConvertOptions(strings_can_be_null=False)
+    table = pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    return table.rename_columns([c.strip() for c in table.column_names])
+
+
+def label_array(table: pa.Table, label: str, positive: str | None) -> np.ndarray:
+    """0/1 labels: ``column == positive`` if given, else a numeric column's value > 0."""
+    column = table[label]
+    if positive is not None:
+        values = pc.utf8_trim_whitespace(column.cast(pa.string()))
+        return pc.equal(values, positive.strip()).to_numpy(zero_copy_only=False).astype(np.float32)
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        sample = sorted(set(column.slice(0, 1000).to_pylist()))[:5]
+        raise ValueError(
+            f"label column {label!r} is not numeric (values like {sample}); "
+            "say which value is a conversion with --positive VALUE"
+        )
+    return (column.fill_null(0).to_numpy() > 0).astype(np.float32)
+
+
+def from_file(
+    path: Path,
+    label: str,
+    setup: list[str],
+    features: list[str],
+    rule: TaskRule,
+    time: str | None = None,
+    positive: str | None = None,
+    columns: list[str] | None = None,
+    categorical: list[str] = (),
+    test_share: float = 0.25,
+    seed: int = 0,
+    half_life: float | None = None,
+) -> Study:
+    """A user's log as a study. With ``time``: sorted, split by time, each row's task from
+    earlier rows (``half_life`` in the time column's units, default a quarter of its span).
+    Without: a seeded random split, setup CVRs from the training part only."""
+    table = read_table(path, columns)
+    missing = [c for c in [label, *setup, *features, *([time] if time else [])]
+               if c not in table.column_names]  # fmt: skip
+    if missing:
+        raise KeyError(f"{path} has no column(s) {missing}; it has {table.column_names}")
+    labels = label_array(table, label, positive)
+    setup_id = pc.binary_join_element_wise(
+        *[pc.utf8_trim_whitespace(table[c].cast(pa.string())) for c in setup], "|"
+    )
+    table = table.append_column("setup_id", setup_id)
+    numeric = tuple(
+        f for f in features
+        if f not in categorical and (pa.types.is_integer(table[f].type)
+                                     or pa.types.is_floating(table[f].type))
+    )  # fmt: skip
+    spec = FeatureSpec(("setup_id", *[f for f in features if f not in numeric]), numeric)
+    codes = _codes(table["setup_id"])
+    prior = float(labels.mean())
+    if time:
+        t = pc.cast(table[time], pa.float64()).to_numpy()
+        order = np.argsort(t, kind="stable")
+        table, labels, codes, t = table.take(order), labels[order], codes[order], t[order]
+        converted_at = np.where(labels > 0, t, np.nan)
+        half_life = half_life or max(t[-1] - t[0], 1.0) / 4
+        cvr = decayed_cvr_asof(codes, t, converted_at, codes, t, half_life, prior,
+                               rule.prior_strength)  # fmt: skip
+        hard = cvr <= rule.alpha
+        cut = int(labels.size * (1 - test_share))
+        split = "by time"
+    else:
+        order = np.random.default_rng(seed).permutation(labels.size)
+        table, labels, codes = table.take(order), labels[order], codes[order]
+        cut = int(labels.size * (1 - test_share))
+        cvr = setup_cvr_from(codes[:cut], labels[:cut], prior, rule.prior_strength)
+        cvr = np.concatenate([cvr, np.full(max(0, codes.max() + 1 - cvr.size), prior)])
+        hard = cvr[codes] <= rule.alpha
+        split = f"random (seed {seed}), setup CVR from the training part"
+    inputs = to_inputs(table, spec)
+    about = {"source": str(path), "rows": table.num_rows, "label": label, "setup": setup,
+             "split": split, "hard_share_train": float(hard[:cut].mean()),
+             "base_rate": prior}  # fmt: skip
+    return Study(spec, *_split(inputs, labels, hard, None, cut), about=about)
+
+
+def with_seed(study: Study, seed: int) -> Study:
+    return replace(study, about=study.about | {"seed": seed})
