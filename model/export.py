@@ -20,35 +20,45 @@ OUTPUT = "pcvr"
 
 
 class TaskGraph(tf.Module):
-    """The trunk and one tower of a model, and nothing else: what gets saved is what is here."""
+    """The trunk and the towers of ``tasks``, and nothing else: what gets saved is what is here.
 
-    def __init__(self, model: MultiTaskDCN, task: str):
-        super().__init__(name=f"{task}_graph")
+    One task gives one output, ``pcvr``; several (the full model, for comparison) give
+    ``pcvr_<task>`` each.
+    """
+
+    def __init__(self, model: MultiTaskDCN, tasks: tuple[str, ...]):
+        super().__init__(name=f"{'_'.join(tasks)}_graph")
         spec = model.config.features
-        self.task = task
+        self.tasks = tasks
         self.trunk = model.trunk
-        self.tower = model.towers[model.config.tasks.index(task)]
+        self.towers = [model.towers[model.config.tasks.index(task)] for task in tasks]
         signature = {name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical}
         signature |= {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
         self.serve = tf.function(self._serve, input_signature=[signature])
 
     def _serve(self, inputs):
-        logit = self.tower(self.trunk(inputs))[:, 0]
-        return {OUTPUT: tf.sigmoid(logit)}
+        h = self.trunk(inputs)
+        probs = [tf.sigmoid(tower(h)[:, 0]) for tower in self.towers]
+        if len(probs) == 1:
+            return {OUTPUT: probs[0]}
+        return {f"{OUTPUT}_{task}": p for task, p in zip(self.tasks, probs, strict=True)}
 
 
-def export(model: MultiTaskDCN, task: str, version_dir: Path) -> Path:
-    """Save ``task``'s graph to ``version_dir`` (e.g. ``<model_dir>/<version>``)."""
-    if task not in model.config.tasks:
-        raise ValueError(f"the model has no {task!r} tower; its tasks are {model.config.tasks}")
-    graph = TaskGraph(model, task)
+def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path) -> Path:
+    """Save the graph of ``task`` (or of several) to ``version_dir`` (``<model_dir>/<version>``)."""
+    tasks = (task,) if isinstance(task, str) else tuple(task)
+    for name in tasks:
+        if name not in model.config.tasks:
+            raise ValueError(f"the model has no {name!r} tower; its tasks are {model.config.tasks}")
+    graph = TaskGraph(model, tasks)
     version_dir = Path(version_dir)
     tf.saved_model.save(graph, str(version_dir), signatures={SIGNATURE: graph.serve})
     return version_dir
 
 
 def load(version_dir: Path):
-    """Load a saved graph; returns a callable from feature arrays to ``pcvr`` as a numpy array."""
+    """Load a saved graph; returns a callable from feature arrays to ``pcvr`` (a numpy array;
+    a dict of them for a graph of several towers)."""
     loaded = tf.saved_model.load(str(version_dir))
     serve = loaded.signatures[SIGNATURE]
 
@@ -57,7 +67,10 @@ def load(version_dir: Path):
             name: tf.constant(inputs[name], dtype=spec.dtype)
             for name, spec in serve.structured_input_signature[1].items()
         }
-        return serve(**tensors)[OUTPUT].numpy()
+        out = serve(**tensors)
+        if OUTPUT in out:
+            return out[OUTPUT].numpy()
+        return {name: value.numpy() for name, value in out.items()}
 
     predict.loaded = loaded
     return predict
