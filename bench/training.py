@@ -22,6 +22,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from model.dcn import SINGLE_TASK, ModelConfig, build  # noqa: E402
@@ -44,15 +46,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         market = Marketplace(replace(SimConfig(), clicks=args.examples))
         paths = write_parquet(market, Path(tmp))
-        hard_setups = {
-            sid.encode()
-            for sid, hard in zip(market.setup_ids, market.base_cvr <= market.cfg.alpha, strict=True)
-            if hard
-        }
+        hard_setups = pa.array(
+            [s for s, c in zip(market.setup_ids, market.base_cvr, strict=True) if c <= 0.01]
+        )
 
         def task_of(batch):
-            ids = batch.column("setup_id").to_pylist()
-            return np.fromiter((s.encode() in hard_setups for s in ids), np.int32, len(ids))
+            """Hard when the setup is hard: looked up once per dictionary value, not per row."""
+            column = batch.column("setup_id")
+            hard = pc.is_in(column.dictionary, value_set=hard_setups).to_numpy(zero_copy_only=False)
+            return hard[column.indices.to_numpy()]
 
         sample = to_inputs(pq.read_table(paths["clicks"]).slice(0, 10_000), SPEC)
         models = {
