@@ -1,0 +1,171 @@
+"""The life of one click, as a pure state machine: attribution and its delayed-feedback label.
+
+State is kept per click id (clicks and conversions share the key and the partition). Time is
+event time. Each partition has a watermark, ``min(latest click time, latest conversion time)
+- allowed_lateness``: every event that arrives within the allowed lateness of its own stream is
+before the watermark passes it, so the outcome does not depend on how the two topics interleave.
+
+- A click is counted once (a second click with the same id is a duplicate).
+- A conversion is attributed to its click if it happened within ``[click, click + window]``:
+  the click becomes a positive example at once (even if the conversion came first and waited).
+- When the watermark passes ``click + window`` without one, the click becomes a negative example.
+- A conversion whose click is unknown is kept until the watermark passes ``conversion +
+  orphan_ttl`` (the click may be late), then dropped and counted, never silently.
+- A conversion that arrives after its click was labeled negative is counted as late; the label
+  stays (a label, once emitted, is final).
+
+>>> rules = Rules(window_ms=100, allowed_lateness_ms=0, orphan_ttl_ms=100)
+>>> click = {"event_id": "c1", "ts_ms": 10, "setup_id": "s", "advertiser_id": "a",
+...          "features": {}, "true_p": None}
+>>> state, effects = on_click(None, click, rules)
+>>> [type(e).__name__ for e in effects]
+['CvrDelta']
+>>> state, effects = on_conversion(state, {"event_id": "v1", "ts_ms": 40}, rules)
+>>> effects[0].example["label"], effects[1].kind
+(1, 'conversion')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Attribution and labelling parameters (event time, milliseconds)."""
+
+    window_ms: int = 7 * DAY_MS
+    allowed_lateness_ms: int = 3_600_000
+    orphan_ttl_ms: int = 7 * DAY_MS
+    #: How long a labeled click is remembered to recognise late duplicates.
+    retention_ms: int = 7 * DAY_MS
+
+
+@dataclass(frozen=True)
+class Label:
+    """A final label: the labeled example to publish."""
+
+    example: dict
+
+
+@dataclass(frozen=True)
+class CvrDelta:
+    """A change to its setup's historical CVR: a click or a conversion at event time ``ts``."""
+
+    setup_id: str
+    kind: str  # "click" or "conversion"
+    ts_ms: int
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Count:
+    """Something worth counting that changes no state: a duplicate, a late or orphan event."""
+
+    name: str
+
+
+def _example(click: dict, label: int, conversion_ts: int | None) -> dict:
+    return {
+        "v": 1,
+        "click_id": click["event_id"],
+        "setup_id": click["setup_id"],
+        "advertiser_id": click["advertiser_id"],
+        "features": click["features"],
+        "label": label,
+        "click_ts_ms": click["ts_ms"],
+        "conversion_ts_ms": conversion_ts,
+        "true_p": click.get("true_p"),
+    }
+
+
+def _attribute(state: dict, rules: Rules) -> list:
+    """Label positive if the recorded conversion falls in the click's window."""
+    click, conv = state["click"], state["conv"]
+    delay = conv["ts_ms"] - click["ts_ms"]
+    if not 0 <= delay <= rules.window_ms:
+        return [Count("conversion_outside_window")]
+    state["label"] = 1
+    return [
+        Label(_example(click, 1, conv["ts_ms"])),
+        CvrDelta(click["setup_id"], "conversion", conv["ts_ms"], delay),
+    ]
+
+
+def on_click(state: dict | None, click: dict, rules: Rules) -> tuple[dict, list]:
+    """Apply a click event; returns the new state and its effects."""
+    if state is not None and state.get("click") is not None:
+        return state, [Count("duplicate_click")]
+    state = {"click": click, "conv": None, "label": None} | (
+        {"conv": state["conv"]} if state else {}
+    )
+    effects: list = [CvrDelta(click["setup_id"], "click", click["ts_ms"])]
+    if state["conv"] is not None:
+        effects += _attribute(state, rules)
+    return state, effects
+
+
+def on_conversion(state: dict | None, conversion: dict, rules: Rules) -> tuple[dict, list]:
+    """Apply a conversion event (the first per click counts; later ones are duplicates)."""
+    if state is not None and state.get("conv") is not None:
+        return state, [Count("duplicate_conversion")]
+    conv = {"event_id": conversion["event_id"], "ts_ms": conversion["ts_ms"]}
+    if state is None or state.get("click") is None:
+        return {"click": None, "conv": conv, "label": None}, [Count("orphan_conversion")]
+    state = dict(state, conv=conv)
+    if state["label"] is not None:
+        return state, [Count("late_conversion")]
+    return state, _attribute(state, rules)
+
+
+def deadline(state: dict, rules: Rules) -> int:
+    """The watermark at which :func:`on_watermark` has something to do for this state."""
+    click = state.get("click")
+    if click is None:
+        return state["conv"]["ts_ms"] + rules.orphan_ttl_ms
+    if state["label"] is None:
+        return click["ts_ms"] + rules.window_ms
+    return click["ts_ms"] + rules.window_ms + rules.retention_ms
+
+
+def on_watermark(state: dict, watermark: int, rules: Rules) -> tuple[dict | None, list]:
+    """Close what the watermark has passed: a negative label, or forgetting the state (None)."""
+    if watermark < deadline(state, rules):
+        return state, []
+    click = state.get("click")
+    if click is None:
+        return None, [Count("orphan_expired")]
+    if state["label"] is None:
+        state = dict(state, label=0)
+        return state, [Label(_example(click, 0, None))]
+    return None, []
+
+
+class Watermark:
+    """The event-time watermark of one partition fed by several streams (clicks, conversions).
+
+    It is the minimum over the streams of their latest event time, less the allowed lateness,
+    and it never goes back. Until every stream has been seen it is -1.
+    """
+
+    def __init__(self, streams: tuple[str, ...], lateness_ms: int, latest: dict | None = None):
+        self.lateness_ms = lateness_ms
+        self.latest = {s: -1 for s in streams} | (latest or {})
+
+    def observe(self, stream: str, ts_ms: int) -> bool:
+        """Record an event time; True if the watermark moved."""
+        before = self.value
+        if ts_ms > self.latest[stream]:
+            self.latest[stream] = ts_ms
+        return self.value > before
+
+    def is_late(self, stream: str, ts_ms: int) -> bool:
+        """Whether an event arrives after its own stream moved past it by more than allowed."""
+        return ts_ms < self.latest[stream] - self.lateness_ms
+
+    @property
+    def value(self) -> int:
+        lowest = min(self.latest.values())
+        return -1 if lowest < 0 else lowest - self.lateness_ms

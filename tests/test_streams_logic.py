@@ -1,0 +1,206 @@
+"""Pure logic of streams/: decay, the click state machine and its watermark, and the CVR
+estimator. The labels must equal a batch recomputation whatever the interleaving of streams."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import cvr, decay
+from streams.attribution import (
+    CvrDelta,
+    Label,
+    Rules,
+    Watermark,
+    deadline,
+    on_click,
+    on_conversion,
+    on_watermark,
+)
+
+RULES = Rules(window_ms=1000, allowed_lateness_ms=50, orphan_ttl_ms=1000, retention_ms=1000)
+
+
+def click(i, ts):
+    return {"event_id": f"c{i}", "ts_ms": ts, "setup_id": f"s{i % 3}", "advertiser_id": "a",
+            "features": {"f": i}, "true_p": None}  # fmt: skip
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.floats(0.1, 5.0)), min_size=1, max_size=30),
+       st.randoms())  # fmt: skip
+def test_decayed_sum_does_not_depend_on_arrival_order(events, rng):
+    forward = decay.ZERO
+    for t, w in events:
+        forward = decay.add(forward, t, w, half_life=500)
+    shuffled = list(events)
+    rng.shuffle(shuffled)
+    backward = decay.ZERO
+    for t, w in shuffled:
+        backward = decay.add(backward, t, w, half_life=500)
+    end = max(t for t, _ in events)
+    expected = sum(w * 2 ** (-(end - t) / 500) for t, w in events)
+    assert decay.value_at(forward, end, 500) == pytest.approx(expected, rel=1e-9)
+    assert decay.value_at(backward, end, 500) == pytest.approx(expected, rel=1e-9)
+
+
+def run(events, rules=RULES):
+    """Feed (stream, event) pairs through the state machine as the worker does."""
+    states, labels, counts = {}, {}, {}
+    wm = Watermark(("clicks", "conversions"), rules.allowed_lateness_ms)
+
+    def effects_of(effects):
+        for e in effects:
+            if isinstance(e, Label):
+                assert e.example["click_id"] not in labels, "a click is labeled once"
+                labels[e.example["click_id"]] = e.example["label"]
+            elif not isinstance(e, CvrDelta):
+                counts[e.name] = counts.get(e.name, 0) + 1
+
+    def advance(value):
+        for key in list(states):
+            if deadline(states[key], rules) <= value:
+                state, effects = on_watermark(states[key], value, rules)
+                effects_of(effects)
+                if state is None:
+                    del states[key]
+                else:
+                    states[key] = state
+
+    for stream, event in events:
+        key = event["event_id"] if stream == "clicks" else event["click_id"]
+        handler = on_click if stream == "clicks" else on_conversion
+        states[key], effects = handler(states.get(key), event, rules)
+        effects_of(effects)
+        if wm.observe(stream, event["ts_ms"]):
+            advance(wm.value)
+    advance(10**12)  # end of stream: close everything
+    return labels, counts
+
+
+def simulate(rng: random.Random, n: int, jitter: int):
+    clicks, conversions, truth = [], [], {}
+    for i in range(n):
+        ts = rng.randint(0, 20_000)
+        clicks.append(click(i, ts))
+        truth[f"c{i}"] = 0
+        if rng.random() < 0.3:
+            delay = rng.randint(0, 1500)  # some fall outside the 1000 ms window
+            conversions.append({"event_id": f"v{i}", "click_id": f"c{i}", "ts_ms": ts + delay})
+            truth[f"c{i}"] = int(delay <= RULES.window_ms)
+
+    def in_stream_order(events):  # event-time order, each event displaced by < jitter
+        return sorted(events, key=lambda e: e["ts_ms"] + rng.uniform(0, jitter))
+
+    a = [("clicks", e) for e in in_stream_order(clicks)]
+    b = [("conversions", e) for e in in_stream_order(conversions)]
+    merged = []
+    while a or b:  # an arbitrary interleaving of the two streams
+        source = a if (a and (not b or rng.random() < 0.5)) else b
+        merged.append(source.pop(0))
+    return merged, truth
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(1, 60))
+def test_labels_equal_batch_rule_for_any_interleaving_within_lateness(rng, n):
+    events, truth = simulate(rng, n, jitter=RULES.allowed_lateness_ms)
+    labels, _ = run(events)
+    assert labels == truth
+
+
+def test_duplicates_are_counted_once():
+    c = click(1, 100)
+    v = {"event_id": "v1", "click_id": "c1", "ts_ms": 200}
+    labels, counts = run([("clicks", c), ("clicks", c), ("conversions", v), ("conversions", v)])
+    assert labels == {"c1": 1}
+    assert counts == {"duplicate_click": 1, "duplicate_conversion": 1}
+
+
+def test_an_orphan_conversion_waits_for_its_late_click():
+    v = {"event_id": "v1", "click_id": "c1", "ts_ms": 500}
+    state, effects = on_conversion(None, v, RULES)
+    assert [e.name for e in effects] == ["orphan_conversion"]
+    state, effects = on_click(state, click(1, 400), RULES)
+    assert [type(e).__name__ for e in effects] == ["CvrDelta", "Label", "CvrDelta"]
+    assert effects[1].example["label"] == 1 and effects[1].example["conversion_ts_ms"] == 500
+
+
+def test_an_orphan_conversion_expires_counted_after_its_ttl():
+    v = {"event_id": "v1", "click_id": "c9", "ts_ms": 500}
+    state, _ = on_conversion(None, v, RULES)
+    assert on_watermark(state, 500 + RULES.orphan_ttl_ms - 1, RULES)[0] is state
+    gone, effects = on_watermark(state, 500 + RULES.orphan_ttl_ms, RULES)
+    assert gone is None and [e.name for e in effects] == ["orphan_expired"]
+
+
+def test_a_conversion_after_the_negative_label_is_late_and_the_label_stays():
+    state, _ = on_click(None, click(1, 0), RULES)
+    state, effects = on_watermark(state, RULES.window_ms, RULES)
+    assert effects[0].example["label"] == 0
+    state, effects = on_conversion(state, {"event_id": "v", "click_id": "c1", "ts_ms": 10}, RULES)
+    assert [e.name for e in effects] == ["late_conversion"] and state["label"] == 0
+
+
+def test_a_labeled_click_is_remembered_then_forgotten():
+    state, _ = on_click(None, click(1, 0), RULES)
+    state, _ = on_watermark(state, RULES.window_ms, RULES)
+    assert on_watermark(state, RULES.window_ms + RULES.retention_ms - 1, RULES)[0] is state
+    assert on_watermark(state, RULES.window_ms + RULES.retention_ms, RULES)[0] is None
+
+
+def test_watermark_is_the_slowest_stream_less_lateness_and_never_goes_back():
+    wm = Watermark(("clicks", "conversions"), lateness_ms=10)
+    wm.observe("clicks", 100)
+    assert wm.value == -1  # conversions not seen yet
+    assert wm.observe("conversions", 50) and wm.value == 40
+    assert not wm.observe("conversions", 30) and wm.value == 40
+    assert wm.is_late("conversions", 39) and not wm.is_late("conversions", 40)
+    wm.observe("conversions", 200)
+    assert wm.value == 90
+
+
+PARAMS = cvr.CvrParams(half_life_ms=10_000, window_ms=5_000, bucket_ms=500,
+                       prior_delay_median_ms=1_000)  # fmt: skip
+
+
+def delta(kind, ts, offset, source="clicks:0", delay=0):
+    return {"kind": kind, "ts_ms": ts, "delay_ms": delay, "source": source, "offset": offset}
+
+
+def test_replayed_deltas_are_skipped_by_their_offsets():
+    state = None
+    for i in range(5):
+        state, applied = cvr.apply(state, delta("click", 100 * i, i), PARAMS)
+        assert applied
+    before = cvr.estimate(state, 1000, PARAMS)
+    for i in range(5):  # the same deltas again, as after a crash
+        state, applied = cvr.apply(state, delta("click", 100 * i, i), PARAMS)
+        assert not applied
+    assert cvr.estimate(state, 1000, PARAMS) == before
+    state, applied = cvr.apply(state, delta("click", 600, 0, source="clicks:1"), PARAMS)
+    assert applied, "offsets are per source partition"
+
+
+def test_recent_clicks_count_only_for_the_share_that_could_have_converted():
+    state = None
+    for i in range(100):
+        state, _ = cvr.apply(state, delta("click", 0, i), PARAMS)
+    for i in range(10):
+        state, _ = cvr.apply(state, delta("conversion", 300, 100 + i, delay=300), PARAMS)
+    young = cvr.estimate(state, 400, PARAMS)
+    assert young["mature_clicks"] < young["clicks"]
+    assert young["cvr"] > young["raw_cvr"]
+    old = cvr.estimate(state, PARAMS.window_ms + 1000, PARAMS)
+    assert old["mature_clicks"] == pytest.approx(old["clicks"])
+    assert old["cvr"] == pytest.approx(old["raw_cvr"])
+
+
+def test_delay_cdf_rises_from_zero_to_one_at_the_window():
+    state = cvr.empty()
+    for d in (100, 200, 400, 800):
+        state["delays"][cvr.delay_bin(d)] += 1
+    values = [cvr.delay_cdf(state, a, PARAMS) for a in (0, 100, 1000, 4000, 5000)]
+    assert values == sorted(values) and values[0] == 0 and values[-1] == 1
