@@ -88,10 +88,7 @@ def _attribute(state: dict, rules: Rules) -> list:
     if not 0 <= delay <= rules.window_ms:
         return [Count("conversion_outside_window")]
     state["label"] = 1
-    return [
-        Label(_example(click, 1, conv["ts_ms"])),
-        CvrDelta(click["setup_id"], "conversion", conv["ts_ms"], delay),
-    ]
+    return positive_effects(state)
 
 
 def on_click(state: dict | None, click: dict, rules: Rules) -> tuple[dict, list]:
@@ -139,7 +136,7 @@ def on_watermark(state: dict, watermark: int, rules: Rules) -> tuple[dict | None
         return None, [Count("orphan_expired")]
     if state["label"] is None:
         state = dict(state, label=0)
-        return state, [Label(_example(click, 0, None))]
+        return state, negative_effects(state)
     return None, []
 
 
@@ -169,3 +166,44 @@ class Watermark:
     def value(self) -> int:
         lowest = min(self.latest.values())
         return -1 if lowest < 0 else lowest - self.lateness_ms
+
+
+def positive_effects(state: dict) -> list:
+    """The outputs of a positive label: the example and its conversion's CVR delta."""
+    click, conv = state["click"], state["conv"]
+    return [
+        Label(_example(click, 1, conv["ts_ms"])),
+        CvrDelta(click["setup_id"], "conversion", conv["ts_ms"], conv["ts_ms"] - click["ts_ms"]),
+    ]
+
+
+def negative_effects(state: dict) -> list:
+    return [Label(_example(state["click"], 0, None))]
+
+
+def apply_event(
+    state: dict | None, kind: str, event: dict, source: list, rules: Rules
+) -> tuple[dict, list, bool]:
+    """Apply a click (``kind='clicks'``) or conversion event read at ``source`` = [topic kind,
+    partition, offset]; returns (state, effects, replayed).
+
+    The state remembers the source of each transition. The same record read again (a replay
+    after a crash) changes nothing but re-emits the outputs that record caused, since they may
+    not have been delivered; another record with the same event id is a duplicate.
+    """
+    slot = "click" if kind == "clicks" else "conv"
+    if state is not None and state.get("src", {}).get(slot) == source:
+        effects = []
+        if slot == "click":
+            click = state["click"]
+            effects.append(CvrDelta(click["setup_id"], "click", click["ts_ms"]))
+        if state.get("label_src") == source and state["label"] == 1:
+            effects += positive_effects(state)
+        return state, effects, True
+    handler = on_click if slot == "click" else on_conversion
+    new, effects = handler(state, event, rules)
+    if new is not state:
+        new = dict(new, src=dict((state or {}).get("src", {}), **{slot: source}))
+        if any(isinstance(e, Label) for e in effects):
+            new["label_src"] = source
+    return new, effects, False

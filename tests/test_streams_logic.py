@@ -204,3 +204,20 @@ def test_delay_cdf_rises_from_zero_to_one_at_the_window():
         state["delays"][cvr.delay_bin(d)] += 1
     values = [cvr.delay_cdf(state, a, PARAMS) for a in (0, 100, 1000, 4000, 5000)]
     assert values == sorted(values) and values[0] == 0 and values[-1] == 1
+
+
+def test_a_replayed_record_re_emits_its_outputs_and_a_duplicate_does_not():
+    from streams.attribution import apply_event
+
+    state, effects, replayed = apply_event(None, "clicks", click(1, 100), ["clicks", 0, 7], RULES)
+    assert not replayed and [type(e).__name__ for e in effects] == ["CvrDelta"]
+    conv = {"event_id": "v1", "click_id": "c1", "ts_ms": 150}
+    state, effects, _ = apply_event(state, "conversions", conv, ["conversions", 0, 3], RULES)
+    assert [type(e).__name__ for e in effects] == ["Label", "CvrDelta"]
+    # The same conversion record again (a replay): the label and delta are sent again.
+    again, effects, replayed = apply_event(state, "conversions", conv, ["conversions", 0, 3], RULES)
+    assert replayed and again == state
+    assert [type(e).__name__ for e in effects] == ["Label", "CvrDelta"]
+    # The same conversion id in another record: a duplicate, nothing to send.
+    again, effects, replayed = apply_event(state, "conversions", conv, ["conversions", 0, 9], RULES)
+    assert not replayed and [e.name for e in effects] == ["duplicate_conversion"]
