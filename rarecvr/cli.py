@@ -11,6 +11,7 @@ import click
 from deploy.demo import demo
 from deploy.kafka.commands import kafka
 from model.commands import research
+from streams.commands import worker
 from rarecvr import __version__, settings
 from simulator.commands import simulate
 
@@ -32,6 +33,7 @@ main.add_command(kafka)
 main.add_command(simulate)
 main.add_command(demo)
 main.add_command(research)
+main.add_command(worker)
 
 
 @main.command()

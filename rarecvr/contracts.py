@@ -54,13 +54,13 @@ class Event(BaseModel):
     """Base of every contract: strict, immutable, no unknown fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    kind: ClassVar[str] = "event"  #: the event type named in errors
+    event_type: ClassVar[str] = "event"  #: the event type named in errors
 
 
 class Click(Event):
     """A click on an ad: the unit that a conversion is attributed to and a model scores."""
 
-    kind: ClassVar[str] = "click"
+    event_type: ClassVar[str] = "click"
     v: Literal[1] = 1
     event_id: Id
     ts_ms: TimestampMs
@@ -73,7 +73,7 @@ class Click(Event):
 class Conversion(Event):
     """A conversion reported by an advertiser, naming the click it follows."""
 
-    kind: ClassVar[str] = "conversion"
+    event_type: ClassVar[str] = "conversion"
     v: Literal[1] = 1
     event_id: Id
     click_id: Id
@@ -84,7 +84,7 @@ class Conversion(Event):
 class LabeledExample(Event):
     """A click whose label is final: converted within the window (1) or the window closed (0)."""
 
-    kind: ClassVar[str] = "labeled_example"
+    event_type: ClassVar[str] = "labeled_example"
     v: Literal[1] = 1
     click_id: Id
     setup_id: Id
@@ -96,10 +96,26 @@ class LabeledExample(Event):
     true_p: Probability | None = None
 
 
+class CvrDelta(Event):
+    """A click or an attributed conversion counted towards its setup's historical CVR.
+
+    ``source`` and ``offset`` name the record that caused it, so that a replay is recognised.
+    """
+
+    event_type: ClassVar[str] = "cvr_delta"
+    v: Literal[1] = 1
+    setup_id: Id
+    kind: Literal["click", "conversion"]
+    ts_ms: TimestampMs
+    delay_ms: Annotated[int, Field(ge=0)] = 0
+    source: Id
+    offset: Annotated[int, Field(ge=0)]
+
+
 class TaskAssignment(Event):
     """The task of one setup from ``valid_from_ms`` on; ``epoch`` grows with every change."""
 
-    kind: ClassVar[str] = "task_assignment"
+    event_type: ClassVar[str] = "task_assignment"
     v: Literal[1] = 1
     setup_id: Id
     task: Task
@@ -112,7 +128,7 @@ class TaskAssignment(Event):
 class ModelUpdate(Event):
     """A change in the model registry that replicas must follow."""
 
-    kind: ClassVar[str] = "model_update"
+    event_type: ClassVar[str] = "model_update"
     v: Literal[1] = 1
     action: Literal["publish", "pin", "unpin", "rollback"]
     version: Annotated[int, Field(ge=1)]
@@ -124,7 +140,7 @@ class ModelUpdate(Event):
 class DeadLetter(Event):
     """An event that could not be processed, with its raw bytes (base64) and why."""
 
-    kind: ClassVar[str] = "dead_letter"
+    event_type: ClassVar[str] = "dead_letter"
     v: Literal[1] = 1
     topic: Id
     partition: Annotated[int, Field(ge=0)]
@@ -146,13 +162,13 @@ def decode(contract: type[E], raw: bytes | str) -> E:
         first = errors[0]
         if first["type"] == "json_invalid":
             error = first.get("ctx", {}).get("error", first["msg"])
-            raise ContractError(contract.kind, "", f"not valid JSON ({error})") from None
+            raise ContractError(contract.event_type, "", f"not valid JSON ({error})") from None
         if first["type"] == "model_type":
-            raise ContractError(contract.kind, "", "not a JSON object") from None
+            raise ContractError(contract.event_type, "", "not a JSON object") from None
         field = _field_path(first["loc"])
         # A union reports one error per member type: say them together.
         problems = dict.fromkeys(e["msg"] for e in errors if _field_path(e["loc"]) == field)
-        raise ContractError(contract.kind, field, " or ".join(problems)) from None
+        raise ContractError(contract.event_type, field, " or ".join(problems)) from None
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}

@@ -6,6 +6,7 @@ stack elsewhere with two variables:
 - ``RARECVR_HOME``: the directory for local state (broker data, worker tables, model registry).
   Defaults to ``~/.rarecvr``.
 - ``RARECVR_CACHE``: where the Kafka jars are cached (default ``~/.cache/rarecvr``).
+- ``RARECVR_TOPIC_PREFIX``: prefix of every topic name (default ``rarecvr.``).
 - ``RARECVR_BOOTSTRAP``: a Kafka bootstrap address. When unset, the address that
   ``rarecvr kafka up`` recorded under ``RARECVR_HOME`` is used.
 """
@@ -36,6 +37,11 @@ def cache_dir() -> Path:
     if explicit := os.environ.get("RARECVR_CACHE"):
         return Path(explicit).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "rarecvr"
+
+
+def topic_prefix() -> str:
+    """The prefix of every topic name (``RARECVR_TOPIC_PREFIX``, default ``rarecvr.``)."""
+    return os.environ.get("RARECVR_TOPIC_PREFIX", "rarecvr.")
 
 
 def broker_state_file() -> Path:

@@ -13,40 +13,46 @@ from dataclasses import dataclass, field
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from rarecvr import contracts
+from rarecvr import contracts, settings
 
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic's name, partition count and topic-level configs."""
+    """A topic's name, partition count and topic-level configs.
 
-    name: str
+    The full name is ``RARECVR_TOPIC_PREFIX`` (default ``rarecvr.``) and the base name, so that
+    several stacks (or test runs) can share one Kafka cluster.
+    """
+
+    base: str
     partitions: int
     contract: type[contracts.Event]
     config: dict[str, str] = field(default_factory=dict)
     doc: str = ""
 
+    @property
+    def name(self) -> str:
+        return settings.topic_prefix() + self.base
+
 
 #: Partitions of the event topics. Add partitions (and Faust workers) to scale out.
 EVENT_PARTITIONS = 4
 
-CLICKS = Topic(
-    "rarecvr.clicks", EVENT_PARTITIONS, contracts.Click, doc="Click events, keyed by click id."
-)
+CLICKS = Topic("clicks", EVENT_PARTITIONS, contracts.Click, doc="Click events, keyed by click id.")
 CONVERSIONS = Topic(
-    "rarecvr.conversions",
+    "conversions",
     EVENT_PARTITIONS,
     contracts.Conversion,
     doc="Conversion events, keyed by their click id.",
 )
 LABELED_EXAMPLES = Topic(
-    "rarecvr.labeled-examples",
+    "labeled-examples",
     EVENT_PARTITIONS,
     contracts.LabeledExample,
     doc="Clicks whose label is final (converted, or attribution window closed), keyed by click id.",
 )
 TASK_ASSIGNMENTS = Topic(
-    "rarecvr.task-assignments",
+    "task-assignments",
     1,
     contracts.TaskAssignment,
     {
@@ -56,14 +62,20 @@ TASK_ASSIGNMENTS = Topic(
     },
     doc="Current hard/soft task of every setup, keyed by setup id (compacted).",
 )
+CVR_DELTAS = Topic(
+    "cvr-deltas",
+    EVENT_PARTITIONS,
+    contracts.CvrDelta,
+    doc="Internal to streams/: clicks and conversions counted per setup, keyed by setup id.",
+)
 MODEL_UPDATES = Topic(
-    "rarecvr.model-updates",
+    "model-updates",
     1,
     contracts.ModelUpdate,
     doc="Model registry events: a version published, pinned or rolled back.",
 )
 DEAD_LETTERS = Topic(
-    "rarecvr.dead-letters",
+    "dead-letters",
     1,
     contracts.DeadLetter,
     {"retention.ms": str(30 * 24 * 3600 * 1000)},
@@ -74,6 +86,7 @@ ALL: tuple[Topic, ...] = (
     CLICKS,
     CONVERSIONS,
     LABELED_EXAMPLES,
+    CVR_DELTAS,
     TASK_ASSIGNMENTS,
     MODEL_UPDATES,
     DEAD_LETTERS,
@@ -106,7 +119,7 @@ def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL) -> list[str]:
 def by_name(name: str) -> Topic:
     """A declared topic by its full name or its short name (``clicks`` for ``rarecvr.clicks``)."""
     for topic in ALL:
-        if name in (topic.name, topic.name.removeprefix("rarecvr.")):
+        if name in (topic.name, topic.base):
             return topic
-    known = ", ".join(t.name.removeprefix("rarecvr.") for t in ALL)
+    known = ", ".join(t.base for t in ALL)
     raise KeyError(f"unknown topic {name!r}; rarecvr's topics are: {known}")

@@ -6,6 +6,7 @@ from rarecvr.contracts import (
     Click,
     ContractError,
     Conversion,
+    CvrDelta,
     DeadLetter,
     LabeledExample,
     ModelUpdate,
@@ -41,6 +42,7 @@ EXAMPLES = [
         evidence={"clicks": 1200.5, "conversions": 3.2, "p_below": 0.993},
         valid_from_ms=1_700_000_000_000,
     ),
+    CvrDelta(setup_id="s1", kind="conversion", ts_ms=5, delay_ms=3, source="clicks:0", offset=9),
     ModelUpdate(
         action="publish",
         version=7,
@@ -59,7 +61,7 @@ EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.kind)
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.event_type)
 def test_every_event_round_trips_through_json(event):
     assert decode(type(event), encode(event)) == event
 

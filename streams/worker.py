@@ -1,0 +1,270 @@
+"""The stream worker: a Faust app whose agents turn clicks and conversions into labeled
+examples and per-setup CVR state, with tables in RocksDB (rocksdict).
+
+Agents and what connects them::
+
+    rarecvr.clicks + rarecvr.conversions ─> attribute ─> rarecvr.labeled-examples
+        (keyed by click id, co-partitioned)     │   └──> rarecvr.dead-letters
+                                                └──> rarecvr.cvr-deltas ─> count ─> setup CVR
+
+Correctness does not rest on Faust's exactly-once: outputs are sent at least once and
+recognised downstream by click id, and every table update is idempotent (see
+``streams.attribution.apply_event`` and ``streams.cvr.apply``). After an unclean stop the local
+RocksDB copy is discarded and tables are restored from their changelogs, which hold everything
+up to the last committed offset (Faust flushes the producer before committing).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faust
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rarecvr import settings
+from rarecvr.contracts import Click, ContractError, Conversion, DeadLetter, decode, encode
+from rarecvr.topics import (
+    CLICKS,
+    CONVERSIONS,
+    CVR_DELTAS,
+    DEAD_LETTERS,
+    EVENT_PARTITIONS,
+    LABELED_EXAMPLES,
+)
+from streams import cvr, metrics
+from streams.attribution import (
+    Count,
+    CvrDelta,
+    Label,
+    Rules,
+    Watermark,
+    apply_event,
+    deadline,
+    negative_effects,
+    on_watermark,
+    positive_effects,
+)
+
+STREAMS = ("clicks", "conversions")
+CLEAN_MARK = ".clean-shutdown"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Where a worker connects, keeps its tables and serves; and the stream rules."""
+
+    bootstrap: str
+    data_dir: Path
+    web_port: int = 6066
+    app_id: str | None = None  #: default: the topic prefix and "streams"
+    rules: Rules = field(default_factory=Rules)
+    cvr: cvr.CvrParams = field(default_factory=cvr.CvrParams)
+    commit_interval_s: float = 1.0
+
+
+def prepare_data_dir(data_dir: Path) -> bool:
+    """Discard local tables unless the last stop was clean; True if they were discarded."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mark = data_dir / CLEAN_MARK
+    tables = [p for p in data_dir.iterdir() if p.is_dir()]
+    discarded = bool(tables) and not mark.exists()
+    if discarded:
+        for path in tables:
+            shutil.rmtree(path)
+    mark.unlink(missing_ok=True)
+    return discarded
+
+
+def mark_clean(data_dir: Path) -> None:
+    (data_dir / CLEAN_MARK).write_text("the worker stopped cleanly; its tables are current\n")
+
+
+def delta_message(effect: CvrDelta, source: str, offset: int) -> bytes:
+    """A CVR delta as sent to ``rarecvr.cvr-deltas``; ``source`` and ``offset`` make it unique."""
+    delta = {"setup_id": effect.setup_id, "kind": effect.kind, "ts_ms": effect.ts_ms,
+             "delay_ms": effect.delay_ms, "source": source, "offset": offset}  # fmt: skip
+    return json.dumps(delta).encode()
+
+
+class Partitions:
+    """Per source partition: the watermark and a heap of (deadline, click id) to expire."""
+
+    def __init__(self):
+        self.watermarks: dict[int, Watermark] = {}
+        self.heaps: dict[int, list] = {}
+        self.stale = True
+
+
+def create_app(cfg: WorkerConfig) -> faust.App:
+    """The Faust app of one worker process."""
+    app = faust.App(
+        cfg.app_id or settings.topic_prefix() + "streams",
+        broker=f"kafka://{cfg.bootstrap}",
+        store="rocksdb://",
+        datadir=str(cfg.data_dir),
+        web_port=cfg.web_port,
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
+        topic_partitions=EVENT_PARTITIONS,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        broker_commit_interval=cfg.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(CLICKS.name, CONVERSIONS.name, **raw)
+    labeled = app.topic(LABELED_EXAMPLES.name, **raw)
+    deltas = app.topic(CVR_DELTAS.name, partitions=CVR_DELTAS.partitions, **raw)
+    dead = app.topic(DEAD_LETTERS.name, **raw)
+    table = {"partitions": EVENT_PARTITIONS, "options": {"driver": "rocksdict"},
+             "schema": faust.Schema(key_serializer="raw", value_serializer="json")}  # fmt: skip
+    states = app.Table("click-states", default=None, **table)
+    marks = app.Table("watermarks", default=None, **table)
+    setups = app.Table("setup-cvr", default=None, **table)
+    rules, params = cfg.rules, cfg.cvr
+    parts = Partitions()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001
+        parts.stale = True
+
+    async def emit(effects: list, kind: str, partition: int, offset: int) -> None:
+        for effect in effects:
+            if isinstance(effect, Label):
+                example = effect.example
+                await labeled.send(key=example["click_id"].encode(),
+                                   value=json.dumps(example).encode())  # fmt: skip
+                metrics.LABELS.labels(str(example["label"])).inc()
+            elif isinstance(effect, CvrDelta):
+                delta = delta_message(effect, f"{kind}:{partition}:{effect.kind}", offset)
+                await deltas.send(key=effect.setup_id.encode(), value=delta)
+            elif isinstance(effect, Count):
+                metrics.OUTCOMES.labels(effect.name).inc()
+
+    async def reload() -> None:
+        """Rebuild watermarks and expiry heaps from the tables after a (re)assignment.
+
+        Labels caused by records at or after the committed offset are sent again: the tables
+        may hold their state while their sends were never delivered.
+        """
+        parts.watermarks.clear()
+        parts.heaps.clear()
+        committed = app.consumer._committed_offset
+        for key, state in states.items():
+            p = state["p"]
+            heapq.heappush(parts.heaps.setdefault(p, []), (deadline(state, rules), key))
+            src = state.get("label_src")
+            if src and state.get("label") is not None:
+                topic = CLICKS.name if src[0] == "clicks" else CONVERSIONS.name
+                done = committed.get(TP(topic, p))
+                if done is None or src[2] >= done - 1:
+                    effects = (
+                        positive_effects(state) if state["label"] == 1 else negative_effects(state)
+                    )
+                    await emit([e for e in effects if isinstance(e, Label)], src[0], p, src[2])
+                    metrics.OUTCOMES.labels("label_resent_after_restart").inc()
+        for key, latest in marks.items():
+            p = int(key)
+            parts.watermarks[p] = Watermark(STREAMS, rules.allowed_lateness_ms, latest)
+        parts.stale = False
+
+    async def expire(p: int, watermark: int, source: list) -> None:
+        heap = parts.heaps.setdefault(p, [])
+        while heap and heap[0][0] <= watermark:
+            _, key = heapq.heappop(heap)
+            state = states.get(key)
+            if state is None:
+                continue
+            due = deadline(state, rules)
+            if due > watermark:
+                heapq.heappush(heap, (due, key))
+                continue
+            new, effects = on_watermark(state, watermark, rules)
+            if new is None:
+                del states[key]
+            else:
+                if effects:
+                    new["label_src"] = source
+                states[key] = new
+                heapq.heappush(heap, (deadline(new, rules), key))
+            await emit(effects, source[0], p, source[2])
+        metrics.PENDING.labels(str(p)).set(len(heap))
+
+    async def dead_letter(message, value: bytes, error: ContractError) -> None:
+        letter = DeadLetter(topic=message.topic, partition=message.partition,
+                            offset=message.offset, reason=error.reason, detail=str(error),
+                            raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
+        await dead.send(key=message.key, value=encode(letter))
+        metrics.DEAD_LETTERS.labels(error.reason).inc()
+
+    @app.agent(source, name="attribute")
+    async def attribute(stream):
+        async for event in stream.events():
+            message = event.message
+            kind = "clicks" if message.topic == CLICKS.name else "conversions"
+            try:
+                parsed = decode(Click if kind == "clicks" else Conversion, event.value)
+            except ContractError as error:
+                await dead_letter(message, event.value, error)
+                continue
+            metrics.EVENTS.labels(kind).inc()
+            if parts.stale:
+                await reload()
+            p = message.partition
+            wm = parts.watermarks.setdefault(p, Watermark(STREAMS, rules.allowed_lateness_ms))
+            if wm.is_late(kind, parsed.ts_ms):
+                metrics.LATE.labels(kind).inc()
+            key = parsed.event_id if kind == "clicks" else parsed.click_id
+            source = [kind, p, message.offset]
+            old = states.get(key)
+            new, effects, replayed = apply_event(old, kind, parsed.model_dump(), source, rules)
+            if replayed:
+                metrics.OUTCOMES.labels("replayed_after_restart").inc()
+            elif new is not old:
+                new["p"] = p
+                states[key] = new
+                heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
+            await emit(effects, kind, p, message.offset)
+            if wm.observe(kind, parsed.ts_ms):
+                marks[str(p)] = wm.latest
+                await expire(p, wm.value, source)
+                delay = max(wm.latest.values()) - wm.value
+                metrics.WATERMARK_DELAY.labels(str(p)).set(delay / 1000)
+
+    @app.agent(deltas, name="count")
+    async def count(stream):
+        async for value in stream:
+            delta = json.loads(value)
+            setup = delta["setup_id"]
+            state, applied = cvr.apply(setups.get(setup), delta, params)
+            if applied:
+                setups[setup] = state
+            metrics.CVR_UPDATES.labels("applied" if applied else "replay_skipped").inc()
+
+    @app.page("/cvr/{setup_id}")
+    @app.table_route(table=setups, match_info="setup_id")
+    async def cvr_view(web, request, setup_id):  # noqa: ARG001
+        state = setups.get(setup_id)
+        if state is None:
+            return web.json({"error": f"no CVR state for setup {setup_id!r}"}, status=404)
+        now = max(state["clicks"][1], state["conversions"][1])
+        return web.json({"setup_id": setup_id} | cvr.estimate(state, now, params))
+
+    @app.page("/metrics")
+    async def metrics_view(web, request):  # noqa: ARG001
+        metrics.SETUPS.set(len(setups))
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web, request):  # noqa: ARG001
+        return web.json({"ok": True})
+
+    app.rarecvr_tables = {"states": states, "marks": marks, "setups": setups}
+    return app

@@ -1,0 +1,157 @@
+"""Helpers for the stream-worker integration tests: run workers as processes, wait for them to
+catch up, and recompute labels and CVR state from the event log in batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from rarecvr.topics import CLICKS, CONVERSIONS, CVR_DELTAS, DEAD_LETTERS, LABELED_EXAMPLES
+from tests.conftest import free_port
+
+WINDOW_MS = 6 * 3_600_000
+LATENESS_MS = 5 * 60_000
+HALF_LIFE_MS = 7 * 86_400_000
+
+
+class Workers:
+    """Stream worker processes of one test, with their own topic prefix and data dirs."""
+
+    def __init__(self, bootstrap: str, root: Path, env: dict):
+        self.bootstrap, self.root, self.env = bootstrap, root, env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        port = self.ports.setdefault(name, free_port())
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rarecvr.cli", "worker", "--bootstrap", self.bootstrap,
+             "--data-dir", str(self.root / name), "--web-port", str(port),
+             "--window-days", str(WINDOW_MS / 86_400_000),
+             "--lateness-minutes", str(LATENESS_MS / 60_000)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig=signal.SIGKILL, timeout: float = 60) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=timeout)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.kill(name, signal.SIGTERM, timeout=30)
+            except subprocess.TimeoutExpired:
+                self.procs.get(name, None) and self.procs[name].kill()
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+def group_progress(bootstrap: str, group: str) -> tuple[int, int]:
+    """(committed, end) offsets summed over the worker's source topics."""
+    topics = [CLICKS, CONVERSIONS, CVR_DELTAS]
+    parts = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    ends = consumer.end_offsets(parts)
+    consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        committed = admin.list_group_offsets({group: parts}).get(group, {})
+    except KafkaError:  # the group coordinator is not ready yet
+        committed = {}
+    finally:
+        admin.close()
+    done = sum(committed[tp].offset for tp in parts if tp in committed and committed[tp].offset > 0)
+    return done, sum(ends.values())
+
+
+def wait_caught_up(bootstrap: str, group: str, workers: Workers, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, end = group_progress(bootstrap, group)
+        if end and done >= end:
+            return
+        for name, proc in workers.procs.items():
+            assert proc.poll() is None, f"worker {name} died:\n{workers.log(name)}"
+        time.sleep(1)
+    raise AssertionError(f"workers did not catch up: {group_progress(bootstrap, group)}")
+
+
+def read_topic(bootstrap: str, topic) -> list:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=3000,
+                             isolation_level="read_committed")  # fmt: skip
+    parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def labels_from_topic(bootstrap: str) -> dict[str, dict]:
+    """Labeled examples by click id; a click sent twice must carry the same example."""
+    examples: dict[str, dict] = {}
+    for record in read_topic(bootstrap, LABELED_EXAMPLES):
+        example = json.loads(record.value)
+        previous = examples.setdefault(example["click_id"], example)
+        assert previous == example, f"conflicting examples for {example['click_id']}"
+    return examples
+
+
+def dead_letters(bootstrap: str) -> list[dict]:
+    return [json.loads(r.value) for r in read_topic(bootstrap, DEAD_LETTERS)]
+
+
+def batch_truth(bootstrap: str) -> tuple[dict[str, int], dict[str, dict]]:
+    """Labels and per-setup decayed sums recomputed from the event log on the topics."""
+    clicks, conversions = {}, {}
+    latest = defaultdict(lambda: {"clicks": -1, "conversions": -1})
+    for topic, store in ((CLICKS, clicks), (CONVERSIONS, conversions)):
+        for record in read_topic(bootstrap, topic):
+            try:
+                event = json.loads(record.value)
+                if not isinstance(event.get("ts_ms"), int) or event["ts_ms"] < 0:
+                    raise ValueError
+                if not event.get("event_id") or not event.get("setup_id"):
+                    raise ValueError
+            except ValueError:
+                continue  # malformed: the worker dead-letters it
+            key = event["event_id"] if topic is CLICKS else event["click_id"]
+            store.setdefault(key, (event, record.partition))
+            kind = "clicks" if topic is CLICKS else "conversions"
+            latest[record.partition][kind] = max(latest[record.partition][kind], event["ts_ms"])
+    watermark = {p: min(v.values()) - LATENESS_MS for p, v in latest.items()}
+    labels, sums = {}, defaultdict(lambda: {"clicks": [], "conversions": []})
+    for cid, (click, partition) in clicks.items():
+        sums[click["setup_id"]]["clicks"].append(click["ts_ms"])
+        conversion = conversions.get(cid)
+        if conversion and 0 <= conversion[0]["ts_ms"] - click["ts_ms"] <= WINDOW_MS:
+            labels[cid] = 1
+            sums[click["setup_id"]]["conversions"].append(conversion[0]["ts_ms"])
+        elif click["ts_ms"] + WINDOW_MS <= watermark[partition]:
+            labels[cid] = 0
+    state = {}
+    for setup, times in sums.items():
+        now = max(times["clicks"] + times["conversions"])
+        state[setup] = {
+            kind: sum(2 ** (-(now - t) / HALF_LIFE_MS) for t in ts) for kind, ts in times.items()
+        }
+    return labels, state
+
+
+def environment(prefix: str) -> dict:
+    return {**os.environ, "RARECVR_TOPIC_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,113 @@
+"""The stream worker on the real broker: labels and CVR state equal a batch recomputation from
+the same event log, with malformed events dead-lettered, through SIGKILLs and a rebalance."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+import pytest
+
+from rarecvr.topics import ensure_topics
+from simulator import Faults, Marketplace, SimConfig
+from simulator.events import event_stream
+from simulator.kafka_sink import produce
+from tests.streams_harness import (
+    Workers,
+    batch_truth,
+    dead_letters,
+    environment,
+    group_progress,
+    labels_from_topic,
+    wait_caught_up,
+)
+
+
+@pytest.fixture
+def stack(kafka, tmp_path, monkeypatch):
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("RARECVR_TOPIC_PREFIX", prefix)
+    ensure_topics(kafka.bootstrap)
+    workers = Workers(kafka.bootstrap, tmp_path, environment(prefix))
+    yield kafka.bootstrap, workers, prefix + "streams"
+    workers.stop_all()
+
+
+def send(bootstrap, clicks, **faults):
+    cfg = SimConfig(clicks=clicks, advertisers=60, days=2.0, seed=5, faults=Faults(**faults))
+    return produce(bootstrap, event_stream(Marketplace(cfg)))
+
+
+def assert_matches_batch(bootstrap, workers, name):
+    truth, state = batch_truth(bootstrap)
+    labels = {cid: ex["label"] for cid, ex in labels_from_topic(bootstrap).items()}
+    assert labels == truth
+    assert 0 < sum(truth.values()) < len(truth)
+    port = workers.ports[name]
+    checked = 0
+    for setup, expected in sorted(state.items())[:25]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cvr/{setup}", timeout=10) as r:
+            got = json.loads(r.read())
+        assert got["clicks"] == pytest.approx(expected["clicks"], rel=1e-9), setup
+        assert got["conversions"] == pytest.approx(expected["conversions"], rel=1e-9, abs=1e-12)
+        checked += 1
+    assert checked == 25
+    return truth
+
+
+def test_labels_and_cvr_equal_batch_and_malformed_events_are_dead_lettered(stack, report):
+    bootstrap, workers, group = stack
+    sent = send(bootstrap, 20_000, duplicate=0.02, malformed=0.5)
+    malformed = sum(n for (_, fault), n in sent.items() if fault and fault.startswith("malformed"))
+    assert malformed >= 10_000
+    workers.start("w1")
+    wait_caught_up(bootstrap, group, workers)
+    truth = assert_matches_batch(bootstrap, workers, "w1")
+    letters = dead_letters(bootstrap)
+    assert len(letters) == malformed
+    reasons = Counter(letter["reason"] for letter in letters)
+    assert set(reasons) == {"click.<event>", "click.event_id", "click.ts_ms", "click.setup_id"}
+    assert all(letter["raw_b64"] and letter["detail"] for letter in letters)
+    with urllib.request.urlopen(f"http://127.0.0.1:{workers.ports['w1']}/metrics") as r:
+        text = r.read().decode()
+    assert 'rarecvr_stream_outcomes_total{outcome="duplicate_click"}' in text
+    report(f"streams: {len(truth)} labels equal batch; {malformed} malformed dead-lettered")
+
+
+def test_three_sigkills_lose_and_double_count_nothing(stack, report):
+    bootstrap, workers, group = stack
+    send(bootstrap, 30_000, duplicate=0.01)
+    kills = 0
+    workers.start("w1")
+    _, end = group_progress(bootstrap, group)
+    while kills < 3:
+        done, _ = group_progress(bootstrap, group)
+        if done > (kills + 1) * end / 5:
+            workers.kill("w1", signal.SIGKILL)
+            kills += 1
+            workers.start("w1")
+        assert workers.procs["w1"].poll() is None, workers.log("w1")
+        time.sleep(0.2)
+    wait_caught_up(bootstrap, group, workers, timeout=300)
+    truth = assert_matches_batch(bootstrap, workers, "w1")
+    assert "restored from their changelogs" in workers.log("w1")
+    report(f"streams: {kills} SIGKILLs, {len(truth)} labels and CVR state equal batch")
+
+
+def test_a_worker_leaving_hands_its_partitions_over_without_loss(stack, report):
+    bootstrap, workers, group = stack
+    send(bootstrap, 20_000)
+    workers.start("w1")
+    workers.start("w2")
+    _, end = group_progress(bootstrap, group)
+    deadline = time.monotonic() + 120
+    while group_progress(bootstrap, group)[0] < end / 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers.kill("w2", signal.SIGTERM)
+    wait_caught_up(bootstrap, group, workers, timeout=300)
+    truth = assert_matches_batch(bootstrap, workers, "w1")
+    report(f"streams: rebalance after a worker left, {len(truth)} labels equal batch")
