@@ -66,6 +66,8 @@ class WorkerConfig:
     rules: Rules = field(default_factory=Rules)
     cvr: cvr.CvrParams = field(default_factory=cvr.CvrParams)
     commit_interval_s: float = 1.0
+    #: How soon the group notices a worker that died: its partitions wait this long.
+    session_timeout_s: float = 10.0
 
 
 def prepare_data_dir(data_dir: Path) -> bool:
@@ -115,6 +117,8 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         topic_replication_factor=1,
         table_standby_replicas=0,
         broker_commit_interval=cfg.commit_interval_s,
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
     )
@@ -157,6 +161,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         parts.watermarks.clear()
         parts.heaps.clear()
         committed = app.consumer._committed_offset
+        resent = 0
         for key, state in states.items():
             p = state["p"]
             heapq.heappush(parts.heaps.setdefault(p, []), (deadline(state, rules), key))
@@ -170,10 +175,14 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                     )
                     await emit([e for e in effects if isinstance(e, Label)], src[0], p, src[2])
                     metrics.OUTCOMES.labels("label_resent_after_restart").inc()
+                    resent += 1
         for key, latest in marks.items():
             p = int(key)
             parts.watermarks[p] = Watermark(STREAMS, rules.allowed_lateness_ms, latest)
         parts.stale = False
+        app.log.warning("reloaded %d states, resent %d labels; committed %r; watermarks %r",
+                        len(states), resent, dict(committed),
+                        {p: w.latest for p, w in parts.watermarks.items()})  # fmt: skip
 
     async def expire(p: int, watermark: int, source: list) -> None:
         heap = parts.heaps.setdefault(p, [])
@@ -233,7 +242,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                 heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
             await emit(effects, kind, p, message.offset)
             if wm.observe(kind, parsed.ts_ms):
-                marks[str(p)] = wm.latest
+                marks[str(p)] = dict(wm.latest)  # a copy: the send serialises it later
                 await expire(p, wm.value, source)
                 delay = max(wm.latest.values()) - wm.value
                 metrics.WATERMARK_DELAY.labels(str(p)).set(delay / 1000)

@@ -57,8 +57,9 @@ class Workers:
             except subprocess.TimeoutExpired:
                 self.procs.get(name, None) and self.procs[name].kill()
 
-    def log(self, name: str) -> str:
-        return (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
+    def log(self, name: str, tail: int | None = 3000) -> str:
+        text = (self.root / f"{name}.log").read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
 
 def group_progress(bootstrap: str, group: str) -> tuple[int, int]:

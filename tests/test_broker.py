@@ -205,3 +205,10 @@ def test_broker_that_is_not_fetched_says_how_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("RARECVR_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(BrokerError, match="rarecvr kafka fetch"):
         Broker(tmp_path / "data").start()
+
+
+def test_cluster_ids_never_look_like_an_option():
+    from deploy.kafka.broker import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -86,8 +86,15 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, it never starts with '-', which a command line would
+    take for an option.
+    """
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
 
 
 @dataclass
@@ -208,7 +215,12 @@ class Broker:
 
     def _format(self, libs: Path, props: Path) -> None:
         cmd = self._java_cmd(
-            libs, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props)
+            libs,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={new_cluster_id()}",
+            "-c",
+            str(props),
         )
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
