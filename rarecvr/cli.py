@@ -11,9 +11,9 @@ import click
 from deploy.demo import demo
 from deploy.kafka.commands import kafka
 from model.commands import research
-from streams.commands import worker
 from rarecvr import __version__, settings
 from simulator.commands import simulate
+from streams.commands import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

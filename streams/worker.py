@@ -139,6 +139,10 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001
         parts.stale = True
 
+    @states.on_recover
+    async def on_recovered():
+        parts.stale = True  # rebuild the index from the tables as recovered
+
     async def emit(effects: list, kind: str, partition: int, offset: int) -> None:
         for effect in effects:
             if isinstance(effect, Label):

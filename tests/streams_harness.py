@@ -109,7 +109,7 @@ def labels_from_topic(bootstrap: str) -> dict[str, dict]:
     for record in read_topic(bootstrap, LABELED_EXAMPLES):
         example = json.loads(record.value)
         previous = examples.setdefault(example["click_id"], example)
-        assert previous == example, f"conflicting examples for {example['click_id']}"
+        assert previous == example, f"conflicting examples: {previous} and {example}"
     return examples
 
 
