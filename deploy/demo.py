@@ -18,11 +18,11 @@ from deploy.kafka import local
 from deploy.kafka.broker import BrokerError
 from deploy.kafka.dist import DistError
 from rarecvr.peek import check_topic, end_offsets
+from rarecvr.produce import produce
 from rarecvr.topics import CLICKS, CONVERSIONS
 from simulator import Faults, Marketplace, SimConfig
 from simulator.commands import progress_bar
 from simulator.events import event_stream
-from simulator.kafka_sink import produce
 
 
 @click.command()

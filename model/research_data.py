@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from model.features import FeatureSpec, to_inputs
 from model.tasks import decayed_cvr_asof, setup_cvr_from
+from rarecvr.logfile import read_table
 
 DAY_MS = 86_400_000
 
@@ -87,20 +86,6 @@ def _split(inputs, labels, hard, true_p, cut):
                      None if true_p is None else true_p[sl])  # fmt: skip
 
     return part(slice(0, cut)), part(slice(cut, None))
-
-
-def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """A CSV (optionally gzipped; ``columns`` names a header-less file) or Parquet file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such data file: {path}")
-    if path.suffix == ".parquet":
-        return pq.read_table(path)
-    read = pacsv.ReadOptions(column_names=columns) if columns else pacsv.ReadOptions()
-    parse = pacsv.ParseOptions(newlines_in_values=False)
-    convert = pacsv.ConvertOptions(strings_can_be_null=False)
-    table = pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-    return table.rename_columns([c.strip() for c in table.column_names])
 
 
 def label_array(table: pa.Table, label: str, positive: str | None) -> np.ndarray:

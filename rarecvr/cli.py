@@ -13,7 +13,7 @@ from deploy.kafka.commands import kafka
 from model.commands import research
 from rarecvr import __version__, settings
 from simulator.commands import simulate
-from streams.commands import worker
+from streams.commands import replay, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,6 +34,7 @@ main.add_command(simulate)
 main.add_command(demo)
 main.add_command(research)
 main.add_command(worker)
+main.add_command(replay)
 
 
 @main.command()

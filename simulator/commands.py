@@ -117,8 +117,8 @@ def simulate(
             summary = f"wrote {paths['clicks']} and {paths['setups']}"
         else:
             from rarecvr import settings
+            from rarecvr.produce import produce
             from simulator.events import event_stream
-            from simulator.kafka_sink import produce
 
             address = settings.bootstrap(bootstrap)
             task = bar.add_task("events", total=None, rate="")

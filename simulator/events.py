@@ -11,27 +11,16 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from rarecvr import topics
+from rarecvr.produce import Record
 from simulator.marketplace import Marketplace
 from simulator.tables import Vocab, clicks_table
 from simulator.traffic import Clicks, generate
 
 MALFORMED_KINDS = ("not_json", "missing_event_id", "ts_not_integer", "negative_ts", "empty_setup")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record for a topic, with its event time and the fault it carries (None if valid)."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    ts_ms: int
-    fault: str | None = None
 
 
 def click_id(seq: int) -> str:

@@ -59,3 +59,38 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
     finally:
         if code == 0:
             mark_clean(data_dir)
+
+
+@click.command()
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="CSV(.gz) or Parquet click log, one row per click.")  # fmt: skip
+@click.option("--click-time", required=True, help="Column with the click's time.")
+@click.option("--conversion-time", required=True,
+              help="Column with the conversion's time; empty when there was none.")  # fmt: skip
+@click.option("--setup", required=True, help="Conversion setup column(s), comma-separated.")
+@click.option("--features", required=True, help="Feature columns, comma-separated.")
+@click.option("--id", "id_column", help="Click id column (default: the row number).")
+@click.option("--advertiser", help="Advertiser column (default: the setup).")
+@click.option("--unit", type=click.Choice(["ms", "s"]), default="ms", show_default=True,
+              help="Unit of numeric time columns (since the Unix epoch).")  # fmt: skip
+@click.option("--speed", type=float, help="Compress event time by this factor.")
+@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+def replay(data, click_time, conversion_time, setup, features, id_column, advertiser, unit,
+           speed, bootstrap) -> None:  # fmt: skip
+    """Send a click log to the clicks and conversions topics, in event-time order."""
+    from rarecvr.logfile import read_table
+    from rarecvr.produce import produce
+    from streams.replay import log_records
+
+    def names(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    address = settings.bootstrap(bootstrap)
+    try:
+        records = list(log_records(read_table(data), click_time, conversion_time, names(setup),
+                                   names(features), unit, id_column, advertiser))  # fmt: skip
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    counts = produce(address, records, speed=speed)
+    sent = ", ".join(f"{n} to {topic}" for (topic, _), n in sorted(counts.items()))
+    click.echo(f"replayed {data}: {sent}")

@@ -273,6 +273,11 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     @app.page("/metrics")
     async def metrics_view(web, request):  # noqa: ARG001
         metrics.SETUPS.set(len(setups))
+        for tp in app.consumer.assignment():
+            position = await app.consumer.position(tp)
+            highwater = app.consumer.highwater(tp)
+            if position is not None and highwater is not None:
+                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")

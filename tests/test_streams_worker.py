@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 
+from rarecvr.produce import produce
 from rarecvr.topics import ensure_topics
 from simulator import Faults, Marketplace, SimConfig
 from simulator.events import event_stream
-from simulator.kafka_sink import produce
 from tests.streams_harness import (
     Workers,
     batch_truth,

@@ -1,14 +1,25 @@
-"""Send the simulated event stream to the clicks and conversions topics."""
+"""Send records (keyed events for a topic) to Kafka in order, at full speed or in compressed
+event time. The simulator and ``rarecvr replay`` both produce through it."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
-from simulator.events import Record
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record for a topic, with its event time and the fault it carries (None if valid)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    ts_ms: int
+    fault: str | None = None
 
 
 def produce(
