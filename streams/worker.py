@@ -7,7 +7,9 @@ Agents and what connects them::
         (keyed by click id, co-partitioned)     │   └──> rarecvr.dead-letters
                                                 └──> rarecvr.cvr-deltas ─> count ─> setup CVR
 
-Correctness does not rest on Faust's exactly-once: outputs are sent at least once and
+Outputs are buffered (``send_soon``), not awaited one by one: Faust flushes the producer before
+it commits offsets, which is the guarantee that matters. Correctness does not rest on Faust's
+exactly-once: outputs are sent at least once and
 recognised downstream by click id, and every table update is idempotent (see
 ``streams.attribution.apply_event`` and ``streams.cvr.apply``). After an unclean stop the local
 RocksDB copy is discarded and tables are restored from their changelogs, which hold everything
@@ -121,6 +123,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(CLICKS.name, CONVERSIONS.name, **raw)
@@ -147,12 +150,12 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         for effect in effects:
             if isinstance(effect, Label):
                 example = effect.example
-                await labeled.send(key=example["click_id"].encode(),
+                labeled.send_soon(key=example["click_id"].encode(),
                                    value=json.dumps(example).encode())  # fmt: skip
                 metrics.LABELS.labels(str(example["label"])).inc()
             elif isinstance(effect, CvrDelta):
                 delta = delta_message(effect, f"{kind}:{partition}:{effect.kind}", offset)
-                await deltas.send(key=effect.setup_id.encode(), value=delta)
+                deltas.send_soon(key=effect.setup_id.encode(), value=delta)
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
 
@@ -214,7 +217,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         letter = DeadLetter(topic=message.topic, partition=message.partition,
                             offset=message.offset, reason=error.reason, detail=str(error),
                             raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
-        await dead.send(key=message.key, value=encode(letter))
+        dead.send_soon(key=message.key, value=encode(letter))
         metrics.DEAD_LETTERS.labels(error.reason).inc()
 
     @app.agent(source, name="attribute")

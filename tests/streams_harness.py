@@ -12,11 +12,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, TopicPartition
 
+from deploy.kafka.broker import free_port
+from rarecvr import lag
 from rarecvr.topics import CLICKS, CONVERSIONS, CVR_DELTAS, DEAD_LETTERS, LABELED_EXAMPLES
-from tests.conftest import free_port
 
 WINDOW_MS = 6 * 3_600_000
 LATENESS_MS = 5 * 60_000
@@ -64,20 +64,7 @@ class Workers:
 
 def group_progress(bootstrap: str, group: str) -> tuple[int, int]:
     """(committed, end) offsets summed over the worker's source topics."""
-    topics = [CLICKS, CONVERSIONS, CVR_DELTAS]
-    parts = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    ends = consumer.end_offsets(parts)
-    consumer.close()
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        committed = admin.list_group_offsets({group: parts}).get(group, {})
-    except KafkaError:  # the group coordinator is not ready yet
-        committed = {}
-    finally:
-        admin.close()
-    done = sum(committed[tp].offset for tp in parts if tp in committed and committed[tp].offset > 0)
-    return done, sum(ends.values())
+    return lag.group_progress(bootstrap, group, [CLICKS, CONVERSIONS, CVR_DELTAS])
 
 
 def wait_caught_up(bootstrap: str, group: str, workers: Workers, timeout: float = 180) -> None:
