@@ -35,7 +35,12 @@ def _csv(value: str | None) -> list[str]:
 @click.option("--clicks", type=int, default=2_000_000, show_default=True,
               help="Simulated clicks per seed (simulator data).")  # fmt: skip
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds to repeat over.")
-@click.option("--epochs", type=int, help="Passes over the training split (default: auto).")
+@click.option(
+    "--epochs",
+    type=int,
+    help="Most passes over the training split; with more than "
+    "one, the end of the training split picks the epoch (default: auto).",
+)
 @click.option("--quick", is_flag=True, help="A small version that runs in a few minutes.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")

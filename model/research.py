@@ -44,6 +44,8 @@ class Plan:
     epochs: int = 1
     batch: int = 1024
     bootstrap_reps: int = 200
+    #: With several epochs, this share of the training split (its end) picks the epoch.
+    validation_share: float = 0.1
 
     @classmethod
     def quick(cls) -> Plan:
@@ -145,8 +147,8 @@ def run_study(
             for name, (group, cfg) in todo:
                 started = time.monotonic()
                 cfg = replace(cfg, seed=seed)
-                model = fit(cfg, study.train.inputs, study.train.labels, study.train.hard,
-                            epochs=plan.epochs, batch=plan.batch)  # fmt: skip
+                model = fit(cfg, *fit_split(study, plan), epochs=plan.epochs, batch=plan.batch,
+                            validation=validation_split(study, plan))  # fmt: skip
                 figures, hard, soft = score(cfg, model, study)
                 figures["train_s"] = time.monotonic() - started
                 findings.runs.append(Run(name, group, seed, strength, cfg.to_dict(), figures,
@@ -156,6 +158,25 @@ def run_study(
                          f"({figures['train_s']:.0f} s)")  # fmt: skip
     findings.about = findings.about | {"main_strength": main}
     return findings
+
+
+def _tail(study: Study, plan: Plan) -> int:
+    """Rows at the end of the training split held out to pick the epoch (0: none)."""
+    return int(len(study.train) * plan.validation_share) if plan.epochs > 1 else 0
+
+
+def fit_split(study: Study, plan: Plan | None = None):
+    train = study.train
+    cut = len(train) - _tail(study, plan) if plan else len(train)
+    return {k: v[:cut] for k, v in train.inputs.items()}, train.labels[:cut], train.hard[:cut]
+
+
+def validation_split(study: Study, plan: Plan):
+    n = _tail(study, plan)
+    if n == 0:
+        return None
+    train = study.train
+    return {k: v[-n:] for k, v in train.inputs.items()}, train.labels[-n:], train.hard[-n:]
 
 
 def pooled(findings: Findings, name: str, strength, population: str = "hard"):

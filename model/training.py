@@ -22,9 +22,15 @@ def fit(
     epochs: int = 1,
     batch: int = 4096,
     model: MultiTaskDCN | None = None,
+    validation: tuple[dict, np.ndarray, np.ndarray] | None = None,
 ) -> MultiTaskDCN:
     """Train (a new model, or warm-start ``model``) on shuffled examples; ``hard`` is each
-    example's task. A single-task model trains one tower on all of them."""
+    example's task. A single-task model trains one tower on all of them.
+
+    With ``validation`` (inputs, labels, hard), ``epochs`` is a maximum: training stops when the
+    validation loss (each tower's log loss on its own task's rows, weighted as in training)
+    stops improving, and the best epoch's weights are kept.
+    """
     task = np.zeros(labels.size, np.int32) if config.tasks == SINGLE_TASK else hard.astype(np.int32)
     if model is None:
         rates = {name: labels[task == k].mean() for k, name in enumerate(config.tasks)
@@ -32,8 +38,35 @@ def fit(
         model = build(config, inputs, rates)
     order = np.random.default_rng(config.seed).permutation(labels.size)
     shuffled = {k: v[order] for k, v in inputs.items()}
-    model.fit(dataset(shuffled, labels[order], task[order], batch), epochs=epochs, verbose=0)
+    data = dataset(shuffled, labels[order], task[order], batch)
+    if validation is None:
+        model.fit(data, epochs=epochs, verbose=0)
+        return model
+    best, best_weights = float("inf"), None
+    for _ in range(epochs):
+        model.fit(data, epochs=1, verbose=0)
+        loss = validation_loss(model, config, *validation)
+        if loss >= best:
+            break
+        best, best_weights = loss, model.get_weights()
+    if best_weights is not None:
+        model.set_weights(best_weights)
     return model
+
+
+def validation_loss(model, config: ModelConfig, inputs, labels, hard) -> float:
+    """The training objective on held-out rows: weighted log loss of each task's own rows."""
+    from model.metrics import log_loss
+
+    out = predict(model, inputs)
+    if config.tasks == SINGLE_TASK:
+        return log_loss(labels, out["all"])
+    total = 0.0
+    for task, weight in zip(config.tasks, config.loss_weights, strict=True):
+        rows = hard if task == "hard" else ~hard
+        if weight > 0 and rows.any():
+            total += weight * log_loss(labels[rows], out[task][rows])
+    return total
 
 
 def predict(model: MultiTaskDCN, inputs: dict, batch: int = 16384) -> dict[str, np.ndarray]:

@@ -180,3 +180,15 @@ def test_exporting_a_tower_the_model_lacks_is_refused(tmp_path):
 def test_mismatched_loss_weights_are_refused():
     with pytest.raises(ValueError, match="2 tasks but 1 loss weights"):
         small(loss_weights=(1.0,))
+
+
+def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss():
+    from model.training import fit, validation_loss
+
+    inputs, labels, task = batch(2048, seed=4)
+    held = batch(512, seed=5)
+    valid = (held[0], held[1], held[2].astype(bool))
+    config = small()
+    one = fit(config, inputs, labels, task.astype(bool), epochs=1, batch=256)
+    best = fit(config, inputs, labels, task.astype(bool), epochs=4, batch=256, validation=valid)
+    assert validation_loss(best, config, *valid) <= validation_loss(one, config, *valid) + 1e-6
