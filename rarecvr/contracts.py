@@ -110,6 +110,8 @@ class CvrDelta(Event):
     delay_ms: Annotated[int, Field(ge=0)] = 0
     source: Id
     offset: Annotated[int, Field(ge=0)]
+    #: The setup's peer group (advertiser type / conversion category tags), on clicks.
+    group: Annotated[str, Field(max_length=256)] = ""
 
 
 class TaskAssignment(Event):

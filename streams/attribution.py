@@ -58,6 +58,26 @@ class CvrDelta:
     kind: str  # "click" or "conversion"
     ts_ms: int
     delay_ms: int = 0
+    #: The setup's peer group from the click's tags (see :func:`peer_group`); clicks only.
+    group: str = ""
+
+
+#: Click features whose values name a setup's peers: the stabilizer's prior comes from them.
+PEER_TAGS = ("advertiser_type", "category")
+
+
+def peer_group(features: dict) -> str:
+    """The peer group of a click's setup, from its (possibly wrong) advertiser tags.
+
+    >>> peer_group({"advertiser_type": "retail", "category": "purchase", "hour": 3})
+    'retail/purchase'
+    """
+    return "/".join(str(features.get(tag, "")) for tag in PEER_TAGS)
+
+
+def click_delta(click: dict) -> CvrDelta:
+    return CvrDelta(click["setup_id"], "click", click["ts_ms"],
+                    group=peer_group(click.get("features", {})))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,7 @@ def on_click(state: dict | None, click: dict, rules: Rules) -> tuple[dict, list]
     state = {"click": click, "conv": None, "label": None} | (
         {"conv": state["conv"]} if state else {}
     )
-    effects: list = [CvrDelta(click["setup_id"], "click", click["ts_ms"])]
+    effects: list = [click_delta(click)]
     if state["conv"] is not None:
         effects += _attribute(state, rules)
     return state, effects
@@ -196,7 +216,7 @@ def apply_event(
         effects = []
         if slot == "click":
             click = state["click"]
-            effects.append(CvrDelta(click["setup_id"], "click", click["ts_ms"]))
+            effects.append(click_delta(click))
         if state.get("label_src") == source and state["label"] == 1:
             effects += positive_effects(state)
         return state, effects, True

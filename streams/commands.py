@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from rarecvr import settings
+from stabilizer.policy import PolicyParams
+
+POLICY = PolicyParams()
 
 
 @click.command()
@@ -21,10 +24,21 @@ from rarecvr import settings
               help="Allowed lateness of an event behind its stream.")  # fmt: skip
 @click.option("--half-life-days", type=float, default=7.0, show_default=True,
               help="Half-life of the decayed CVR.")  # fmt: skip
+@click.option("--alpha", type=float, default=POLICY.alpha, show_default=True,
+              envvar="RARECVR_ALPHA",
+              help="Stabilizer: a setup with CVR at most alpha is hard.")  # fmt: skip
+@click.option("--online-margin", type=float, default=POLICY.online_margin, show_default=True,
+              help="Stabilizer: the online threshold is alpha * (1 - margin).")  # fmt: skip
+@click.option("--confidence", type=float, default=POLICY.confidence, show_default=True,
+              help="Stabilizer: posterior probability needed to change a task.")  # fmt: skip
+@click.option("--dwell-hours", type=float, show_default=True,
+              default=POLICY.min_dwell_ms / 3_600_000,
+              help="Stabilizer: event time a setup keeps a task before it may change.")  # fmt: skip
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_life_days,
-           loglevel) -> None:  # fmt: skip
-    """Run a stream worker: attribution, labels and decayed CVR per setup (Faust, RocksDB).
+           alpha, online_margin, confidence, dwell_hours, loglevel) -> None:  # fmt: skip
+    """Run a stream worker: attribution, labels, decayed CVR per setup and the stabilizer's
+    task assignments (Faust, RocksDB). Serves /cvr/<setup>, /assignments, /metrics, /healthz.
 
     Start more workers with the same bootstrap (and their own --data-dir and --web-port) to
     share the partitions. SIGTERM or Ctrl-C stops cleanly; after a SIGKILL the worker restores
@@ -32,6 +46,7 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
     """
     from faust import Worker
 
+    from stabilizer.agent import attach
     from streams.attribution import DAY_MS, Rules
     from streams.cvr import CvrParams
     from streams.worker import WorkerConfig, create_app, mark_clean, prepare_data_dir
@@ -50,6 +65,9 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
     if prepare_data_dir(data_dir):
         click.echo("previous stop was not clean: tables will be restored from their changelogs")
     app = create_app(cfg)
+    policy = PolicyParams(alpha=alpha, online_margin=online_margin, confidence=confidence,
+                          min_dwell_ms=int(dwell_hours * 3_600_000))  # fmt: skip
+    attach(app, policy, cfg.cvr)
     code = 1
     try:
         Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

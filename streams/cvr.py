@@ -52,6 +52,8 @@ def apply(state: dict | None, delta: dict, params: CvrParams) -> tuple[dict, boo
         return state, False
     state["applied"][source] = offset
     ts = delta["ts_ms"]
+    if delta.get("group"):
+        state["group"] = delta["group"]
     if delta["kind"] == "click":
         state["clicks"] = list(decay.add(tuple(state["clicks"]), ts, 1.0, params.half_life_ms))
         bucket = str(ts - ts % params.bucket_ms)

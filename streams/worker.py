@@ -7,8 +7,9 @@ Agents and what connects them::
         (keyed by click id, co-partitioned)     │   └──> rarecvr.dead-letters
                                                 └──> rarecvr.cvr-deltas ─> count ─> setup CVR
 
-Outputs are buffered (``send_soon``), not awaited one by one: Faust flushes the producer before
-it commits offsets, which is the guarantee that matters. Correctness does not rest on Faust's
+Outputs go straight to the app's Kafka producer, not awaited one by one (Faust's per-message
+``send_soon`` buffer costs several times more): Faust flushes that producer before it commits
+offsets, which is the guarantee that matters. Correctness does not rest on Faust's
 exactly-once: outputs are sent at least once and
 recognised downstream by click id, and every table update is idempotent (see
 ``streams.attribution.apply_event`` and ``streams.cvr.apply``). After an unclean stop the local
@@ -92,7 +93,8 @@ def mark_clean(data_dir: Path) -> None:
 def delta_message(effect: CvrDelta, source: str, offset: int) -> bytes:
     """A CVR delta as sent to ``rarecvr.cvr-deltas``; ``source`` and ``offset`` make it unique."""
     delta = {"setup_id": effect.setup_id, "kind": effect.kind, "ts_ms": effect.ts_ms,
-             "delay_ms": effect.delay_ms, "source": source, "offset": offset}  # fmt: skip
+             "delay_ms": effect.delay_ms, "source": source, "offset": offset,
+             "group": effect.group}  # fmt: skip
     return json.dumps(delta).encode()
 
 
@@ -127,9 +129,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(CLICKS.name, CONVERSIONS.name, **raw)
-    labeled = app.topic(LABELED_EXAMPLES.name, **raw)
     deltas = app.topic(CVR_DELTAS.name, partitions=CVR_DELTAS.partitions, **raw)
-    dead = app.topic(DEAD_LETTERS.name, **raw)
     table = {"partitions": EVENT_PARTITIONS, "options": {"driver": "rocksdict"},
              "schema": faust.Schema(key_serializer="raw", value_serializer="json")}  # fmt: skip
     states = app.Table("click-states", default=None, **table)
@@ -146,16 +146,19 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     async def on_recovered():
         parts.stale = True  # rebuild the index from the tables as recovered
 
+    async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+        await app.producer.send(topic, key, value, None, None, None)
+
     async def emit(effects: list, kind: str, partition: int, offset: int) -> None:
         for effect in effects:
             if isinstance(effect, Label):
                 example = effect.example
-                labeled.send_soon(key=example["click_id"].encode(),
-                                   value=json.dumps(example).encode())  # fmt: skip
+                await publish(LABELED_EXAMPLES.name, example["click_id"].encode(),
+                              json.dumps(example).encode())  # fmt: skip
                 metrics.LABELS.labels(str(example["label"])).inc()
             elif isinstance(effect, CvrDelta):
                 delta = delta_message(effect, f"{kind}:{partition}:{effect.kind}", offset)
-                deltas.send_soon(key=effect.setup_id.encode(), value=delta)
+                await publish(CVR_DELTAS.name, effect.setup_id.encode(), delta)
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
 
@@ -217,7 +220,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         letter = DeadLetter(topic=message.topic, partition=message.partition,
                             offset=message.offset, reason=error.reason, detail=str(error),
                             raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
-        dead.send_soon(key=message.key, value=encode(letter))
+        await publish(DEAD_LETTERS.name, message.key, encode(letter))
         metrics.DEAD_LETTERS.labels(error.reason).inc()
 
     @app.agent(source, name="attribute")
@@ -262,6 +265,8 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             state, applied = cvr.apply(setups.get(setup), delta, params)
             if applied:
                 setups[setup] = state
+                for listener in app.rarecvr_cvr_listeners:
+                    await listener(setup, state, delta["ts_ms"])
             metrics.CVR_UPDATES.labels("applied" if applied else "replay_skipped").inc()
 
     @app.page("/cvr/{setup_id}")
@@ -288,4 +293,6 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         return web.json({"ok": True})
 
     app.rarecvr_tables = {"states": states, "marks": marks, "setups": setups}
+    #: ``async f(setup_id, state, ts_ms)`` called after each applied CVR update (the stabilizer).
+    app.rarecvr_cvr_listeners = []
     return app

@@ -10,6 +10,7 @@ import pytest
 
 from deploy.kafka import Broker, fetch
 from rarecvr.topics import ensure_topics
+from tests.streams_harness import Workers, environment
 
 _summary: list[str] = []
 
@@ -26,6 +27,17 @@ def kafka(tmp_path_factory):
         yield info
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def stack(kafka, tmp_path, monkeypatch):
+    """Stream workers of one test on the session broker, with their own topic prefix."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("RARECVR_TOPIC_PREFIX", prefix)
+    ensure_topics(kafka.bootstrap)
+    workers = Workers(kafka.bootstrap, tmp_path, environment(prefix))
+    yield kafka.bootstrap, workers, prefix + "streams"
+    workers.stop_all()
 
 
 @pytest.fixture

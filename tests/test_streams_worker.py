@@ -7,34 +7,20 @@ import json
 import signal
 import time
 import urllib.request
-import uuid
 from collections import Counter
 
 import pytest
 
 from rarecvr.produce import produce
-from rarecvr.topics import ensure_topics
 from simulator import Faults, Marketplace, SimConfig
 from simulator.events import event_stream
 from tests.streams_harness import (
-    Workers,
     batch_truth,
     dead_letters,
-    environment,
     group_progress,
     labels_from_topic,
     wait_caught_up,
 )
-
-
-@pytest.fixture
-def stack(kafka, tmp_path, monkeypatch):
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    monkeypatch.setenv("RARECVR_TOPIC_PREFIX", prefix)
-    ensure_topics(kafka.bootstrap)
-    workers = Workers(kafka.bootstrap, tmp_path, environment(prefix))
-    yield kafka.bootstrap, workers, prefix + "streams"
-    workers.stop_all()
 
 
 def send(bootstrap, clicks, **faults):

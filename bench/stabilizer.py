@@ -1,0 +1,159 @@
+"""The stabilizer's policy against the naive threshold rule on a drifting simulated marketplace.
+
+    python -m bench.stabilizer [--clicks 5000000] [--days 28]
+
+Every setup is re-decided every hour of event time from the same evidence for both rules: its
+decayed clicks (7-day half-life), decayed conversions counted when they happen, and the clicks
+too recent to have converted discounted by the delay distribution observed so far (the
+estimator of ``docs/streams.md``). The naive rule is hard iff that CVR is at most alpha. The
+truth is the simulator's configured CVR at that hour. Prints one JSON line last:
+``flip_rate_vs_naive``, ``accuracy``, ``naive_accuracy``, ``cold_start_accuracy`` (a setup's first
+day), the reassignment delay after a true crossing, and the hard share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+from rich.progress import track
+
+from simulator import Marketplace, SimConfig
+from simulator.config import HOUR_MS
+from simulator.marketplace import CATEGORY_NAMES, TYPE_NAMES
+from simulator.traffic import generate
+from stabilizer.peers import PeerBook
+from stabilizer.policy import Evidence, PolicyParams, decide
+
+HALF_LIFE_H = 7 * 24
+WINDOW_H = 7 * 24
+
+
+def hourly_counts(market: Marketplace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clicks per (setup, hour), conversions per (setup, hour of conversion), delay histogram."""
+    hours = int(np.ceil(market.cfg.days * 24))
+    clicks = np.zeros((market.n_setups, hours))
+    conversions = np.zeros((market.n_setups, hours + WINDOW_H + 1))
+    delays = np.zeros(WINDOW_H + 1)
+    start = market.cfg.start_ms
+    for chunk in generate(market):
+        setup = chunk.features["setup"]
+        np.add.at(clicks, (setup, (chunk.ts_ms - start) // HOUR_MS), 1)
+        done = chunk.converted
+        conv_h = (chunk.conversion_ts_ms[done] - start) // HOUR_MS
+        np.add.at(conversions, (setup[done], conv_h), 1)
+        delay_h = (chunk.conversion_ts_ms[done] - chunk.ts_ms[done]) // HOUR_MS
+        np.add.at(delays, np.minimum(delay_h, WINDOW_H), 1)
+    return clicks, conversions[:, :hours], delays
+
+
+def evidence_by_hour(clicks: np.ndarray, conversions: np.ndarray, delays: np.ndarray):
+    """Yield (hour, decayed mature clicks, decayed conversions) per setup at each hour's end."""
+    decay = 2.0 ** (-1.0 / HALF_LIFE_H)
+    cdf = np.cumsum(delays) / delays.sum()  # P(delay < age + 1 hour), age in hours
+    ages = np.arange(WINDOW_H)
+    immature_weight = decay**ages * (1.0 - cdf[ages])
+    dc = np.zeros(clicks.shape[0])
+    dv = np.zeros(clicks.shape[0])
+    for h in range(clicks.shape[1]):
+        dc = dc * decay + clicks[:, h]
+        dv = dv * decay + conversions[:, h]
+        recent = clicks[:, max(0, h - WINDOW_H + 1) : h + 1][:, ::-1]
+        immature = recent @ immature_weight[: recent.shape[1]]
+        yield h, np.maximum(dc - immature, 0.0), dv
+
+
+def percentile(values: list, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=5_000_000)
+    parser.add_argument("--days", type=float, default=28.0)
+    parser.add_argument("--seed", type=int, default=7)
+    defaults = PolicyParams()
+    parser.add_argument("--confidence", type=float, default=defaults.confidence)
+    parser.add_argument("--online-margin", type=float, default=defaults.online_margin)
+    parser.add_argument("--dwell-hours", type=float, default=defaults.min_dwell_ms / HOUR_MS)
+    args = parser.parse_args()
+    cfg = replace(SimConfig(), clicks=args.clicks, days=args.days, seed=args.seed)
+    params = PolicyParams(alpha=cfg.alpha, confidence=args.confidence,
+                          online_margin=args.online_margin,
+                          min_dwell_ms=int(args.dwell_hours * HOUR_MS))  # fmt: skip
+    started = time.perf_counter()
+    market = Marketplace(cfg)
+    clicks, conversions, delays = hourly_counts(market)
+    n, hours = clicks.shape
+    groups = [f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
+              for t, c in zip(market.type_tag, market.category_tag, strict=True)]  # fmt: skip
+    first_hour = np.where(clicks.sum(1) > 0, np.argmax(clicks > 0, axis=1), hours)
+    book = PeerBook(params.prior_min_strength, params.prior_max_strength)
+    current: list = [None] * n
+    policy_task = np.full((n, hours), -1)  # 1 hard, 0 soft, -1 not yet seen
+    naive_task = np.full((n, hours), -1)
+    truth = np.zeros((n, hours), dtype=bool)
+    flips = {"policy": 0, "naive": 0}
+    for h, mature, conv in track(evidence_by_hour(clicks, conversions, delays), total=hours,
+                                 description="hours"):  # fmt: skip
+        now_ms = cfg.start_ms + (h + 1) * HOUR_MS
+        truth[:, h] = market.is_hard(np.arange(n), now_ms)
+        seen = np.flatnonzero(first_hour <= h)
+        for s in seen:
+            book.update(str(s), groups[s], mature[s], conv[s])
+        for s in seen:
+            prior = book.prior(groups[s]) or params.default_prior()
+            new = decide(current[s], Evidence(mature[s], conv[s]), prior, now_ms, params)
+            if new is not None:
+                flips["policy"] += current[s] is not None
+                current[s] = new
+            policy_task[s, h] = current[s].task == "hard"
+        cvr = np.divide(conv[seen], mature[seen], out=np.full(seen.size, np.inf),
+                        where=mature[seen] > 0)  # fmt: skip
+        naive_task[seen, h] = cvr <= params.alpha
+        if h > 0:
+            before = naive_task[seen, h - 1]
+            flips["naive"] += int(((before >= 0) & (before != naive_task[seen, h])).sum())
+    seen_mask = policy_task >= 0
+    day_one = seen_mask & (np.arange(hours)[None, :] < first_hour[:, None] + 24)
+
+    def accuracy(task: np.ndarray, mask: np.ndarray) -> float:
+        return float(((task == 1) == truth)[mask].mean())
+
+    crossing_delays, never = [], 0
+    for s in np.flatnonzero(truth.any(1) & ~truth.all(1)):
+        cross = int(np.flatnonzero(truth[s] != truth[s, 0])[0])
+        if cross <= first_hour[s]:
+            continue
+        caught = np.flatnonzero(policy_task[s, cross:] == truth[s, cross])
+        if caught.size:
+            crossing_delays.append(int(caught[0]))
+        else:
+            never += 1
+    result = {
+        "flip_rate_vs_naive": round(flips["policy"] / max(flips["naive"], 1), 4),
+        "accuracy": round(accuracy(policy_task, seen_mask), 4),
+        "naive_accuracy": round(accuracy(naive_task, seen_mask), 4),
+        "cold_start_accuracy": round(accuracy(policy_task, day_one), 4),
+        "naive_cold_start_accuracy": round(accuracy(naive_task, day_one), 4),
+        "flips": flips["policy"],
+        "naive_flips": flips["naive"],
+        "setups": n,
+        "setup_hours": int(seen_mask.sum()),
+        "hard_share": round(float((policy_task == 1)[seen_mask].mean()), 4),
+        "true_hard_share": round(float(truth[seen_mask].mean()), 4),
+        "crossings": len(crossing_delays) + never,
+        "reassign_delay_h_p50": percentile(crossing_delays, 50),
+        "reassign_delay_h_p90": percentile(crossing_delays, 90),
+        "reassign_delay_h_max": percentile(crossing_delays, 100),
+        "crossings_not_reassigned_by_end": never,
+        "seconds": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

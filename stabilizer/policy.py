@@ -1,0 +1,105 @@
+"""The stabilizer's policy: a setup's task from the evidence, with hysteresis.
+
+The paper's tasks come from data: hard when a setup's historical CVR is at most ``alpha``. The
+policy keeps a Beta posterior of the CVR (its peers' prior plus its own decayed clicks and
+conversions) and moves a setup only on strong evidence:
+
+- soft -> hard when P(CVR <= online threshold) >= ``confidence``; the online threshold sits
+  ``online_margin`` below alpha, as in the paper, so a borderline setup stays soft;
+- hard -> soft when P(CVR > alpha) >= ``confidence``;
+- and never sooner than ``min_dwell_ms`` (event time) after its last change.
+
+A setup seen for the first time takes the task of its posterior mean (its peers' when it has no
+data yet): the cold start. Every change gets the next epoch of that setup.
+
+>>> params = PolicyParams(alpha=0.01, min_dwell_ms=0)
+>>> first = decide(None, Evidence(clicks=0, conversions=0), BetaPrior(1, 399), 0, params)
+>>> first.task, first.epoch, first.reason
+('hard', 1, 'cold_start')
+>>> decide(first, Evidence(clicks=2000, conversions=21), BetaPrior(1, 399), 1, params) is None
+True
+>>> later = decide(first, Evidence(clicks=20000, conversions=400), BetaPrior(1, 399), 2, params)
+>>> later.task, later.epoch, later.reason
+('soft', 2, 'evidence_above_alpha')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scipy.special import betainc
+
+from rarecvr.contracts import TaskAssignment
+from stabilizer.peers import BetaPrior
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """Every knob of the policy; see ``docs/stabilizer.md``."""
+
+    alpha: float = 0.01  #: the offline threshold: CVR at most alpha is hard
+    online_margin: float = 0.1  #: online threshold = alpha * (1 - online_margin)
+    confidence: float = 0.85  #: posterior probability that a change needs
+    min_dwell_ms: int = DAY_MS  #: event time a setup keeps a task before it may change again
+    prior_min_strength: float = 20.0  #: bounds on the peers' prior, in pseudo-clicks
+    prior_max_strength: float = 2000.0
+    cold_start_task: str = "soft"  #: the answer for a setup and group never seen
+
+    @property
+    def online_threshold(self) -> float:
+        return self.alpha * (1 - self.online_margin)
+
+    def default_prior(self) -> BetaPrior:
+        """The prior of a setup without peers: mean alpha, weakest strength."""
+        s = self.prior_min_strength
+        return BetaPrior(self.alpha * s, (1 - self.alpha) * s)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A setup's decayed (and delay-corrected) clicks and conversions."""
+
+    clicks: float
+    conversions: float
+
+
+def posterior(evidence: Evidence, prior: BetaPrior) -> BetaPrior:
+    conversions = min(max(evidence.conversions, 0.0), max(evidence.clicks, 0.0))
+    return BetaPrior(prior.a + conversions, prior.b + max(evidence.clicks, 0.0) - conversions)
+
+
+def decide(current: TaskAssignment | None, evidence: Evidence, prior: BetaPrior, now_ms: int,
+           params: PolicyParams, setup_id: str = "setup") -> TaskAssignment | None:  # fmt: skip
+    """The setup's new assignment, or None when it keeps its current one."""
+    post = posterior(evidence, prior)
+    p_below = float(betainc(post.a, post.b, params.online_threshold))
+    p_above = 1.0 - float(betainc(post.a, post.b, params.alpha))
+    if current is None:
+        task = "hard" if post.mean <= params.online_threshold else "soft"
+        reason = "cold_start"
+    elif now_ms - current.valid_from_ms < params.min_dwell_ms:
+        return None
+    elif current.task == "soft" and p_below >= params.confidence:
+        task, reason = "hard", "evidence_below_threshold"
+    elif current.task == "hard" and p_above >= params.confidence:
+        task, reason = "soft", "evidence_above_alpha"
+    else:
+        return None
+    return TaskAssignment(
+        setup_id=setup_id,
+        task=task,
+        epoch=(current.epoch + 1) if current else 1,
+        reason=reason,
+        evidence={
+            "clicks": round(evidence.clicks, 3),
+            "conversions": round(evidence.conversions, 3),
+            "posterior_mean": post.mean,
+            "p_below_threshold": p_below,
+            "p_above_alpha": p_above,
+            "prior_a": prior.a,
+            "prior_b": prior.b,
+        },
+        valid_from_ms=now_ms,
+    )

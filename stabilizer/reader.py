@@ -1,0 +1,93 @@
+"""Follow the compacted task-assignments topic from any process (trainer, replica, test).
+
+A background thread reads the topic from the beginning with kafka-python (no consumer group:
+every reader wants every record) into an :class:`~stabilizer.view.AssignmentView`. ``ready``
+turns true once the reader has reached the end offsets it found at start.
+
+    reader = AssignmentReader(bootstrap).start()
+    reader.wait_ready(timeout=30)
+    task, epoch = reader.view.task(setup_id, group)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import KafkaConsumer, TopicPartition
+
+from rarecvr.contracts import ContractError, TaskAssignment, decode
+from rarecvr.topics import TASK_ASSIGNMENTS
+from stabilizer.policy import PolicyParams
+from stabilizer.view import AssignmentView
+
+log = logging.getLogger(__name__)
+
+
+class AssignmentReader:
+    """A thread keeping ``view`` up to date with the task-assignments topic."""
+
+    def __init__(self, bootstrap: str, params: PolicyParams | None = None,
+                 topic: str | None = None):  # fmt: skip
+        self.bootstrap = bootstrap
+        self.topic = topic or TASK_ASSIGNMENTS.name
+        self.view = AssignmentView(params)
+        self.lock = threading.Lock()
+        self.malformed = 0
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="assignment-reader", daemon=True)
+
+    def start(self) -> AssignmentReader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def task(self, setup_id: str, group: str | None = None) -> tuple[str, int]:
+        with self.lock:
+            return self.view.task(setup_id, group)
+
+    def task_as_of(self, setup_id: str, ts_ms: int, group: str | None = None) -> tuple[str, int]:
+        with self.lock:
+            return self.view.task_as_of(setup_id, ts_ms, group)
+
+    def snapshot(self) -> dict[str, dict]:
+        with self.lock:
+            return self.view.snapshot()
+
+    def _run(self) -> None:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                 enable_auto_commit=False)  # fmt: skip
+        try:
+            parts = [TopicPartition(self.topic, p)
+                     for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]  # fmt: skip
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            ends = consumer.end_offsets(parts)
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=200)
+                with self.lock:
+                    for records in batches.values():
+                        for record in records:
+                            self._apply(record.value)
+                if not self.ready and all(consumer.position(tp) >= ends[tp] for tp in parts):
+                    self._ready.set()
+        finally:
+            consumer.close()
+
+    def _apply(self, value: bytes) -> None:
+        try:
+            self.view.apply(decode(TaskAssignment, value))
+        except ContractError as error:
+            self.malformed += 1
+            log.warning("skipped a malformed task assignment: %s", error)

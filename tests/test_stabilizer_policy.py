@@ -1,0 +1,121 @@
+"""The stabilizer's policy, peers' prior and assignment view, as pure logic (no broker)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import betainc
+
+from rarecvr.contracts import TaskAssignment
+from stabilizer.peers import BetaPrior, PeerBook, fit_prior
+from stabilizer.policy import DAY_MS, Evidence, PolicyParams, decide, posterior
+from stabilizer.view import AssignmentView
+
+PARAMS = PolicyParams(alpha=0.01, online_margin=0.1, confidence=0.9, min_dwell_ms=DAY_MS)
+
+tasks = st.sampled_from(["hard", "soft"])
+clicks = st.floats(0, 1e6, allow_nan=False)
+rates = st.floats(0, 0.2, allow_nan=False)
+priors = st.builds(BetaPrior, st.floats(0.01, 50), st.floats(1, 5000))
+
+
+def assignment(task: str, epoch: int = 3, valid_from_ms: int = 0) -> TaskAssignment:
+    return TaskAssignment(setup_id="s", task=task, epoch=epoch, reason="test", evidence={},
+                          valid_from_ms=valid_from_ms)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(task=tasks, n=clicks, rate=rates, prior=priors, age=st.integers(0, 10 * DAY_MS))
+def test_no_change_without_strong_evidence_and_the_dwell_time(task, n, rate, prior, age):
+    new = decide(assignment(task), Evidence(n, n * rate), prior, age, PARAMS)
+    if new is None:
+        return
+    assert age >= PARAMS.min_dwell_ms
+    post = posterior(Evidence(n, n * rate), prior)
+    if task == "soft":
+        assert new.task == "hard"
+        assert betainc(post.a, post.b, PARAMS.online_threshold) >= PARAMS.confidence
+    else:
+        assert new.task == "soft"
+        assert 1 - betainc(post.a, post.b, PARAMS.alpha) >= PARAMS.confidence
+
+
+@settings(max_examples=200, deadline=None)
+@given(prior=priors, low=st.floats(0, 0.004), high=st.floats(0.03, 0.3),
+       age=st.integers(DAY_MS, 30 * DAY_MS))  # fmt: skip
+def test_a_change_once_evidence_is_strong_and_the_dwell_time_has_passed(prior, low, high, age):
+    n = 200_000.0
+    to_hard = decide(assignment("soft"), Evidence(n, n * low), prior, age, PARAMS)
+    to_soft = decide(assignment("hard"), Evidence(n, n * high), prior, age, PARAMS)
+    assert to_hard is not None and to_hard.task == "hard"
+    assert to_soft is not None and to_soft.task == "soft"
+    assert to_hard.reason == "evidence_below_threshold"
+    assert to_soft.reason == "evidence_above_alpha"
+
+
+@settings(max_examples=100, deadline=None)
+@given(task=tasks, n=st.floats(1e6, 1e8), prior=priors)
+def test_a_setup_inside_the_hysteresis_band_keeps_its_task_however_much_data(task, n, prior):
+    middle = (PARAMS.online_threshold + PARAMS.alpha) / 2
+    assert decide(assignment(task), Evidence(n, n * middle), prior, 30 * DAY_MS, PARAMS) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(clicks, rates), min_size=1, max_size=60), priors)
+def test_epochs_only_grow_and_each_change_starts_its_dwell(steps, prior):
+    current, epochs = None, []
+    for hour, (n, rate) in enumerate(steps):
+        now = hour * 12 * 3_600_000
+        new = decide(current, Evidence(n, n * rate), prior, now, PARAMS)
+        if new is not None:
+            assert new.valid_from_ms == now
+            assert current is None or now - current.valid_from_ms >= PARAMS.min_dwell_ms
+            current = new
+            epochs.append(new.epoch)
+    assert epochs[0] == 1
+    assert epochs == list(range(1, len(epochs) + 1))
+
+
+def test_a_new_setup_starts_from_its_peers_prior():
+    rare_peers, common_peers = BetaPrior(2, 998), BetaPrior(50, 950)
+    empty = Evidence(0, 0)
+    assert decide(None, empty, rare_peers, 0, PARAMS).task == "hard"
+    assert decide(None, empty, common_peers, 0, PARAMS).task == "soft"
+    assert decide(None, empty, rare_peers, 0, PARAMS).reason == "cold_start"
+
+
+@given(st.lists(st.tuples(st.floats(1, 1e5), rates), min_size=1, max_size=30))
+def test_the_peers_prior_has_the_pooled_mean_and_bounded_strength(setups):
+    evidence = [(n, n * r) for n, r in setups]
+    prior = fit_prior(evidence, min_strength=10, max_strength=1000)
+    pooled = sum(k for _, k in evidence) / sum(n for n, _ in evidence)
+    assert 10 - 1e-9 <= prior.strength <= 1000 + 1e-9
+    assert abs(prior.mean - min(max(pooled, 1e-6), 1 - 1e-6)) < 1e-9
+
+
+def test_peers_that_disagree_give_a_weak_prior_and_peers_that_agree_a_strong_one():
+    agree = fit_prior([(10_000, 50), (20_000, 100), (5_000, 25)], 10, 1000)
+    disagree = fit_prior([(10_000, 1), (20_000, 2_000), (5_000, 25)], 10, 1000)
+    assert agree.strength == 1000
+    assert disagree.strength < 50
+
+
+def test_the_peer_book_refits_a_group_after_its_setups_change():
+    book = PeerBook(10, 1000)
+    book.update("a", "g", 1000, 1)
+    assert book.prior("g").mean == 0.001
+    book.update("a", "g", 1000, 100)
+    assert round(book.prior("g").mean, 3) == 0.1
+
+
+def test_the_view_keeps_the_highest_epoch_and_answers_as_of_a_time():
+    view = AssignmentView(PARAMS)
+    assert view.apply(assignment("soft", epoch=1, valid_from_ms=0))
+    assert view.apply(assignment("hard", epoch=2, valid_from_ms=100))
+    assert not view.apply(assignment("soft", epoch=1, valid_from_ms=0))  # a replay
+    assert not view.apply(assignment("hard", epoch=2, valid_from_ms=100))  # a duplicate
+    assert view.task("s") == ("hard", 2)
+    assert view.task_as_of("s", 50) == ("soft", 1)
+    assert view.task_as_of("s", 100) == ("hard", 2)
+    assert view.task_as_of("s", -5) == ("soft", 1)  # before the history: the earliest known
+    assert view.max_epoch == 2 and view.records == 4
