@@ -40,11 +40,11 @@ def fit(
     shuffled = {k: v[order] for k, v in inputs.items()}
     data = dataset(shuffled, labels[order], task[order], batch)
     if validation is None:
-        model.fit(data, epochs=epochs, verbose=0)
+        model.fit(data, epochs=epochs, verbose=0, shuffle=False)
         return model
     best, best_weights = float("inf"), None
     for _ in range(epochs):
-        model.fit(data, epochs=1, verbose=0)
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
         loss = validation_loss(model, config, *validation)
         if loss >= best:
             break

@@ -14,6 +14,7 @@ from model.commands import research
 from rarecvr import __version__, settings
 from simulator.commands import simulate
 from streams.commands import replay, worker
+from trainer.commands import model, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +27,7 @@ def main() -> None:
       RARECVR_HOME       local state: broker data, tables, model registry (~/.rarecvr)
       RARECVR_CACHE      downloaded Kafka jars (~/.cache/rarecvr)
       RARECVR_BOOTSTRAP  Kafka bootstrap address (default: the broker `kafka up` started)
+      RARECVR_REGISTRY   model registry directory ($RARECVR_HOME/registry)
     """
 
 
@@ -35,6 +37,8 @@ main.add_command(demo)
 main.add_command(research)
 main.add_command(worker)
 main.add_command(replay)
+main.add_command(train)
+main.add_command(model)
 
 
 @main.command()

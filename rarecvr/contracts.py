@@ -184,3 +184,16 @@ def _field_path(loc: tuple) -> str:
 def encode(event: Event) -> bytes:
     """Serialise an event to compact JSON bytes."""
     return event.model_dump_json().encode()
+
+
+#: Click features whose values name a setup's peers: the stabilizer's prior comes from them.
+PEER_TAGS = ("advertiser_type", "category")
+
+
+def peer_group(features: dict) -> str:
+    """The peer group of a click's setup, from its (possibly wrong) advertiser tags.
+
+    >>> peer_group({"advertiser_type": "retail", "category": "purchase", "hour": 3})
+    'retail/purchase'
+    """
+    return "/".join(str(features.get(tag, "")) for tag in PEER_TAGS)

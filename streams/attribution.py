@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rarecvr.contracts import peer_group
+
 DAY_MS = 86_400_000
 
 
@@ -60,19 +62,6 @@ class CvrDelta:
     delay_ms: int = 0
     #: The setup's peer group from the click's tags (see :func:`peer_group`); clicks only.
     group: str = ""
-
-
-#: Click features whose values name a setup's peers: the stabilizer's prior comes from them.
-PEER_TAGS = ("advertiser_type", "category")
-
-
-def peer_group(features: dict) -> str:
-    """The peer group of a click's setup, from its (possibly wrong) advertiser tags.
-
-    >>> peer_group({"advertiser_type": "retail", "category": "purchase", "hour": 3})
-    'retail/purchase'
-    """
-    return "/".join(str(features.get(tag, "")) for tag in PEER_TAGS)
 
 
 def click_delta(click: dict) -> CvrDelta:

@@ -1,0 +1,73 @@
+"""Labeled examples and task assignments straight from the simulator, in label-time order.
+
+What the stream worker and the stabilizer would publish for clean traffic, without running
+them: the trainer's tests and benchmark read these from the topics. A positive is final at its
+conversion, a negative when its attribution window closes. ``label_noise`` flips that share of
+labels at random (to show that the trainer's gate refuses such a window).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterator
+
+import numpy as np
+
+from rarecvr import topics
+from rarecvr.contracts import TaskAssignment, encode
+from rarecvr.produce import Record
+from simulator.events import click_records
+from simulator.marketplace import Marketplace
+from simulator.tables import Vocab
+from simulator.traffic import generate
+
+
+def labeled_examples(market: Marketplace, label_noise: float = 0.0,
+                     noisy_between: tuple[int, int] | None = None,
+                     seed: int = 0) -> Iterator[Record]:  # fmt: skip
+    """Every click of the traffic as a labeled-example record, ordered by label time.
+
+    ``label_noise`` applies to examples whose label time is within ``noisy_between`` (all when
+    None).
+    """
+    window = market.cfg.attribution_window_ms
+    rng = np.random.default_rng([market.cfg.seed, 5, seed])
+    vocab = Vocab(market)
+    heap: list = []
+    for chunk in generate(market):
+        for i, record in enumerate(click_records(chunk, vocab)):
+            click = json.loads(record.value)
+            label = int(chunk.converted[i])
+            conversion = int(chunk.conversion_ts_ms[i]) if label else None
+            final = conversion if label else click["ts_ms"] + window
+            lo, hi = noisy_between or (final, final)
+            if label_noise and lo <= final <= hi and rng.random() < label_noise:
+                label = 1 - label  # a false positive "converts" when its label became final
+                conversion = final if label else None
+                final = conversion if label else click["ts_ms"] + window
+            example = {"v": 1, "click_id": click["event_id"], "setup_id": click["setup_id"],
+                       "advertiser_id": click["advertiser_id"], "features": click["features"],
+                       "label": label, "click_ts_ms": click["ts_ms"],
+                       "conversion_ts_ms": conversion, "true_p": click["true_p"]}  # fmt: skip
+            heapq.heappush(heap, (final, click["event_id"], example))
+        while heap and heap[0][0] <= int(chunk.ts_ms[-1]):
+            yield _record(*heapq.heappop(heap))
+    while heap:
+        yield _record(*heapq.heappop(heap))
+
+
+def _record(final: int, click_id: str, example: dict) -> Record:
+    value = json.dumps(example).encode()
+    return Record(topics.LABELED_EXAMPLES.name, click_id.encode(), value, final)
+
+
+def true_assignments(market: Marketplace) -> Iterator[Record]:
+    """Each setup's true class at the start of the traffic, as task-assignment records."""
+    start = market.cfg.start_ms
+    hard = market.is_hard(np.arange(market.n_setups), start)
+    for setup, is_hard in zip(market.setup_ids, hard, strict=True):
+        assignment = TaskAssignment(setup_id=setup, task="hard" if is_hard else "soft", epoch=1,
+                                    reason="simulator_truth", evidence={},
+                                    valid_from_ms=start)  # fmt: skip
+        yield Record(topics.TASK_ASSIGNMENTS.name, setup.encode(), encode(assignment), start)

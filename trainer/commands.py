@@ -1,0 +1,191 @@
+"""``rarecvr train`` (the incremental trainer) and ``rarecvr model`` (the registry)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from rarecvr import settings
+
+
+def registry_option(f):
+    return click.option(
+        "--registry",
+        type=click.Path(path_type=Path),
+        envvar="RARECVR_REGISTRY",
+        help="Model registry directory (default $RARECVR_HOME/registry).",
+    )(f)
+
+
+def registry_path(registry: Path | None) -> Path:
+    return registry or settings.home() / "registry"
+
+
+@click.command()
+@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+@registry_option
+@click.option("--state-dir", type=click.Path(path_type=Path), envvar="RARECVR_TRAINER_STATE",
+              help="Checkpoints and progress (default $RARECVR_HOME/trainer).")  # fmt: skip
+@click.option("--window-hours", type=float, default=6.0, show_default=True,
+              help="Window size in event time (label time of the examples).")  # fmt: skip
+@click.option(
+    "--attribution-days",
+    type=float,
+    default=7.0,
+    show_default=True,
+    help="The stream worker's attribution window (when a negative became final).",
+)
+@click.option(
+    "--max-rig-drop",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Gate: the candidate's hard RIG may trail the serving model's by this much.",
+)
+@click.option(
+    "--calibration",
+    type=(float, float),
+    default=(0.67, 1.5),
+    show_default=True,
+    help="Gate: bounds on the hard calibration ratio (mean prediction / mean label).",
+)
+@click.option("--hash-buckets", type=int, default=100_000, show_default=True)
+@click.option("--loss-weights", type=(float, float), default=(0.5, 0.5), show_default=True,
+              help="W_soft W_hard of the multi-task loss.")  # fmt: skip
+@click.option("--batch", type=int, default=1024, show_default=True, help="Training batch size.")
+@click.option("--keep", type=int, default=5, show_default=True, help="Versions kept.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=6067,
+    show_default=True,
+    envvar="RARECVR_TRAINER_PORT",
+    help="Prometheus /metrics port (0: none).",
+)
+@click.option("--max-windows", type=int, help="Stop after this many windows.")
+def train(bootstrap, registry, state_dir, window_hours, attribution_days,
+          max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, metrics_port,
+          max_windows) -> None:  # fmt: skip
+    """Train the multi-task model on each window of labeled examples and publish validated
+    hard-only graphs (with the soft tower's graph beside them) to the registry.
+
+    Resumes where it stopped: the state directory holds the next window's offsets and the last
+    good checkpoint. SIGTERM or Ctrl-C stops between records; the open window is read again.
+    """
+    from prometheus_client import start_http_server
+
+    from model.dcn import ModelConfig
+    from model.features import FeatureSpec
+    from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from trainer.gate import GateParams
+    from trainer.loop import Trainer, TrainerConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    cfg = TrainerConfig(
+        bootstrap=settings.bootstrap(bootstrap),
+        registry=registry_path(registry),
+        state_dir=state_dir or settings.home() / "trainer",
+        model=ModelConfig(FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES),
+                          hash_buckets=hash_buckets, loss_weights=tuple(loss_weights)),
+        window_ms=int(window_hours * 3_600_000),
+        attribution_window_ms=int(attribution_days * 86_400_000),
+        gate=GateParams(max_rig_drop=max_rig_drop, calibration_bounds=tuple(calibration)),
+        keep_versions=keep,
+        batch=batch,
+    )  # fmt: skip
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    trainer = Trainer(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: trainer.stop_event.set())
+    click.echo(f"training from window {trainer.state.window}; registry {cfg.registry}")
+    trainer.run(max_windows=max_windows)
+
+
+@click.group()
+def model() -> None:
+    """List, pin and roll back versions in the model registry."""
+
+
+@model.command("list")
+@registry_option
+def list_versions(registry) -> None:
+    """Versions with their window, examples and progressive hard RIG."""
+    from trainer.registry import Registry
+
+    reg = Registry(registry_path(registry))
+    serving = reg.serving()
+    for version in reg.versions():
+        m = reg.manifest(version)
+        tail = (m.get("metrics") or {}).get("tail") or {}
+        rig = tail.get("hard_rig")
+        mark = "*" if version == serving else " "
+        click.echo(f"{mark} {version:>4}  window {m.get('window')}  epoch "
+                   f"{m.get('assignment_epoch')}  tail hard RIG "
+                   f"{'-' if rig is None else f'{rig:.4f}'}")  # fmt: skip
+    pinned = reg.pinned()
+    click.echo(f"serving: {serving}" + (f" (pinned {pinned})" if pinned else ""))
+
+
+def announce(reg, action: str, version: int, bootstrap: str | None) -> None:
+    from kafka import KafkaProducer
+
+    from rarecvr.contracts import encode
+    from rarecvr.topics import MODEL_UPDATES
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap(bootstrap))
+    producer.send(MODEL_UPDATES.name, key=b"model", value=encode(reg.update_event(action, version)))
+    producer.flush()
+    producer.close()
+
+
+@model.command()
+@click.argument("version", type=int)
+@registry_option
+@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+def pin(version, registry, bootstrap) -> None:
+    """Serve VERSION until unpinned (checked against its manifest first)."""
+    from trainer.registry import Registry, RegistryError
+
+    reg = Registry(registry_path(registry))
+    try:
+        reg.pin(version)
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from None
+    announce(reg, "pin", version, bootstrap)
+    click.echo(f"pinned {version}")
+
+
+@model.command()
+@registry_option
+@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+def unpin(registry, bootstrap) -> None:
+    """Serve the latest version again."""
+    from trainer.registry import Registry
+
+    reg = Registry(registry_path(registry))
+    reg.unpin()
+    latest = reg.serving()
+    if latest is not None:
+        announce(reg, "unpin", latest, bootstrap)
+    click.echo(f"unpinned; serving {latest}")
+
+
+@model.command()
+@registry_option
+@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+def rollback(registry, bootstrap) -> None:
+    """Pin the version before the one serving now."""
+    from trainer.registry import Registry, RegistryError
+
+    reg = Registry(registry_path(registry))
+    try:
+        version = reg.rollback()
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from None
+    announce(reg, "rollback", version, bootstrap)
+    click.echo(json.dumps({"rolled_back_to": version}))
