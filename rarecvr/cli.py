@@ -10,6 +10,7 @@ import click
 
 from deploy.demo import demo
 from deploy.kafka.commands import kafka
+from deploy.serving.commands import serve
 from model.commands import research
 from rarecvr import __version__, settings
 from simulator.commands import simulate
@@ -39,6 +40,7 @@ main.add_command(worker)
 main.add_command(replay)
 main.add_command(train)
 main.add_command(model)
+main.add_command(serve)
 
 
 @main.command()

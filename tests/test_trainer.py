@@ -168,3 +168,28 @@ def test_the_registry_refuses_a_tampered_version_and_pins_and_rolls_back(tmp_pat
     with pytest.raises(Exception, match="saved_model.pb does not match"):
         registry.verify(4)
     assert json.loads((registry.path(3) / "manifest.json").read_text())["parent"] == 2
+
+
+def test_model_commands_pin_roll_back_and_announce_on_the_topic(kafka, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from rarecvr.cli import main
+    from rarecvr.topics import MODEL_UPDATES
+    from tests.streams_harness import read_topic
+
+    monkeypatch.setenv("RARECVR_TOPIC_PREFIX", f"t{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka.bootstrap)
+    registry = Registry(tmp_path)
+    for n in range(3):
+        registry.publish(lambda d, n=n: (d / "saved_model.pb").write_bytes(bytes([n])), {})
+    args = ["--registry", str(tmp_path), "--bootstrap", kafka.bootstrap]
+    runner = CliRunner()
+    assert runner.invoke(main, ["model", "rollback", *args]).exit_code == 0
+    assert registry.serving() == 2
+    listing = runner.invoke(main, ["model", "list", "--registry", str(tmp_path)]).output
+    assert "serving: 2 (pinned 2)" in listing
+    refused = runner.invoke(main, ["model", "pin", "9", *args])
+    assert refused.exit_code == 1 and "version 9 has no manifest.json" in refused.output
+    assert runner.invoke(main, ["model", "unpin", *args]).exit_code == 0
+    events = [json.loads(r.value) for r in read_topic(kafka.bootstrap, MODEL_UPDATES)]
+    assert [(e["action"], e["version"]) for e in events] == [("rollback", 2), ("unpin", 3)]

@@ -131,61 +131,55 @@ def list_versions(registry) -> None:
     click.echo(f"serving: {serving}" + (f" (pinned {pinned})" if pinned else ""))
 
 
-def announce(reg, action: str, version: int, bootstrap: str | None) -> None:
+def change(registry: Path | None, bootstrap: str | None, action: str, apply) -> int | None:
+    """Apply ``apply(registry) -> version`` to the registry and announce it on the topic."""
     from kafka import KafkaProducer
 
     from rarecvr.contracts import encode
     from rarecvr.topics import MODEL_UPDATES
+    from trainer.registry import Registry, RegistryError
 
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap(bootstrap))
-    producer.send(MODEL_UPDATES.name, key=b"model", value=encode(reg.update_event(action, version)))
-    producer.flush()
-    producer.close()
+    reg = Registry(registry_path(registry))
+    try:
+        version = apply(reg)
+    except RegistryError as error:
+        raise click.ClickException(str(error)) from None
+    if version is not None:
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap(bootstrap))
+        update = reg.update_event(action, version)
+        producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
+        producer.flush()
+        producer.close()
+    return version
+
+
+bootstrap_option = click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP",
+                                help="Kafka bootstrap address.")  # fmt: skip
 
 
 @model.command()
 @click.argument("version", type=int)
 @registry_option
-@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+@bootstrap_option
 def pin(version, registry, bootstrap) -> None:
     """Serve VERSION until unpinned (checked against its manifest first)."""
-    from trainer.registry import Registry, RegistryError
-
-    reg = Registry(registry_path(registry))
-    try:
-        reg.pin(version)
-    except RegistryError as error:
-        raise click.ClickException(str(error)) from None
-    announce(reg, "pin", version, bootstrap)
+    change(registry, bootstrap, "pin", lambda reg: reg.pin(version) or version)
     click.echo(f"pinned {version}")
 
 
 @model.command()
 @registry_option
-@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+@bootstrap_option
 def unpin(registry, bootstrap) -> None:
     """Serve the latest version again."""
-    from trainer.registry import Registry
-
-    reg = Registry(registry_path(registry))
-    reg.unpin()
-    latest = reg.serving()
-    if latest is not None:
-        announce(reg, "unpin", latest, bootstrap)
+    latest = change(registry, bootstrap, "unpin", lambda reg: reg.unpin() or reg.serving())
     click.echo(f"unpinned; serving {latest}")
 
 
 @model.command()
 @registry_option
-@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+@bootstrap_option
 def rollback(registry, bootstrap) -> None:
     """Pin the version before the one serving now."""
-    from trainer.registry import Registry, RegistryError
-
-    reg = Registry(registry_path(registry))
-    try:
-        version = reg.rollback()
-    except RegistryError as error:
-        raise click.ClickException(str(error)) from None
-    announce(reg, "rollback", version, bootstrap)
+    version = change(registry, bootstrap, "rollback", lambda reg: reg.rollback())
     click.echo(json.dumps({"rolled_back_to": version}))

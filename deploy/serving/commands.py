@@ -1,0 +1,51 @@
+"""``rarecvr serve``: one scoring replica."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from rarecvr import settings
+
+
+@click.command()
+@click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
+@click.option("--registry", type=click.Path(path_type=Path), envvar="RARECVR_REGISTRY",
+              help="Model registry directory (default $RARECVR_HOME/registry).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True, envvar="RARECVR_SERVE_PORT")
+@click.option("--token", envvar="RARECVR_SERVE_TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on /score.")  # fmt: skip
+@click.option("--max-batch", type=int, default=1000, show_default=True)
+@click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
+@click.option("--unknown-features", type=click.Choice(["ignore", "refuse"]), default="ignore",
+              show_default=True,
+              help="What to do with features the model does not know.")  # fmt: skip
+def serve(bootstrap, registry, host, port, token, max_batch, max_body_bytes,
+          unknown_features) -> None:  # fmt: skip
+    """Serve pCVR: POST /score routes each candidate to the hard-only or soft graph by its
+    setup's task, and swaps in new model versions without dropping a request.
+
+    \b
+    POST /score   {"candidates": [{"setup_id": ..., "advertiser_id": ..., "features": {...}}]}
+    GET  /readyz  ready once a model version and the task assignments are loaded
+    GET  /healthz, /metrics (Prometheus)
+    Run several replicas (own --port each) behind a load balancer: each follows the same topics
+    and registry and converges on the same version and epoch.
+    """
+    from aiohttp import web
+
+    from deploy.serving.replica import Replica, ReplicaConfig, create_app
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    cfg = ReplicaConfig(bootstrap=settings.bootstrap(bootstrap),
+                        registry=registry or settings.home() / "registry", token=token,
+                        max_batch=max_batch, max_body_bytes=max_body_bytes,
+                        unknown_features=unknown_features)  # fmt: skip
+    replica = Replica(cfg).start()
+    try:
+        web.run_app(create_app(replica), host=host, port=port, print=click.echo)
+    finally:
+        replica.stop()

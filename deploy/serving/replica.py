@@ -1,0 +1,243 @@
+"""One scoring replica: an aiohttp app that routes candidates by task and hot-swaps graphs.
+
+Two background threads keep it current: the assignment reader (``stabilizer.reader``) and the
+model follower, which reads ``rarecvr.model-updates`` (and rescans the registry every few
+seconds in case an event was missed), loads the version the registry says should serve (the
+pinned one, else the latest), verifies and warms it off the request path, then swaps one
+reference. A request reads that reference once, so it finishes on the graphs it started with.
+Versions only move forward, except to a pinned version (pin, rollback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from aiohttp import web
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from deploy.serving import metrics
+from deploy.serving.graphs import Graphs, RefusedVersion, load_version
+from deploy.serving.routing import route
+from rarecvr.contracts import ContractError, ModelUpdate, decode
+from rarecvr.topics import MODEL_UPDATES
+from stabilizer.reader import AssignmentReader
+from trainer.registry import Registry
+
+log = logging.getLogger("rarecvr.serving")
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    setup_id: Id
+    advertiser_id: Annotated[str, Field(max_length=256)] = ""
+    features: dict[Annotated[str, Field(min_length=1, max_length=64)],
+                   StrictStr | StrictInt | StrictFloat] = {}  # fmt: skip
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidates: Annotated[list[Candidate], Field(min_length=1)]
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    bootstrap: str
+    registry: Path
+    token: str | None = None  #: require ``Authorization: Bearer <token>`` when set
+    max_batch: int = 1000
+    max_body_bytes: int = 1 << 20
+    unknown_features: Literal["ignore", "refuse"] = "ignore"
+    rescan_s: float = 5.0
+
+
+class Replica:
+    def __init__(self, cfg: ReplicaConfig):
+        self.cfg = cfg
+        self.registry = Registry(cfg.registry)
+        self.reader = AssignmentReader(cfg.bootstrap)
+        self.graphs: Graphs | None = None
+        self._refused: tuple[int, str] | None = None  #: logged once, not on every rescan
+        self._stop = threading.Event()
+        self._follower = threading.Thread(target=self._follow, name="model-follower", daemon=True)
+
+    # -- keeping current ----------------------------------------------------------------------
+    def start(self) -> Replica:
+        self.reader.start()
+        self.refresh()
+        self._follower.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.reader.stop()
+        self._follower.join(timeout=10)
+
+    @property
+    def ready(self) -> bool:
+        return self.graphs is not None and self.reader.ready
+
+    def refresh(self, announced: ModelUpdate | None = None) -> None:
+        """Load the version that should serve, if it is not the one serving."""
+        target = self.registry.serving()
+        current = self.graphs.version if self.graphs else None
+        if target is None or target == current:
+            return
+        if current is not None and target < current and target != self.registry.pinned():
+            return  # an older version is served only when pinned
+        sha = announced.manifest_sha256 if announced and announced.version == target else None
+        try:
+            graphs = load_version(self.registry, target, sha)
+        except RefusedVersion as refused:
+            if self._refused != (target, refused.reason):
+                metrics.REFUSED.labels(refused.reason).inc()
+                log.error("%s; still serving %s", refused, current)
+            self._refused = (target, refused.reason)
+            return
+        self.graphs = graphs  # the swap: one reference
+        metrics.SWAPS.inc()
+        metrics.VERSION.set(graphs.version)
+        log.warning("serving version %d (was %s)", graphs.version, current)
+
+    def _follow(self) -> None:
+        consumer = KafkaConsumer(bootstrap_servers=self.cfg.bootstrap, group_id=None,
+                                 enable_auto_commit=False)  # fmt: skip
+        tp = TopicPartition(MODEL_UPDATES.name, 0)
+        consumer.assign([tp])
+        consumer.seek_to_end(tp)
+        last_scan = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=100).values():
+                    for record in records:
+                        try:
+                            self.refresh(decode(ModelUpdate, record.value))
+                        except ContractError as error:
+                            log.error("skipped a malformed model update: %s", error)
+                if time.monotonic() - last_scan > self.cfg.rescan_s:
+                    self.refresh()
+                    last_scan = time.monotonic()
+        finally:
+            consumer.close()
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, request: ScoreRequest) -> dict:
+        graphs = self.graphs  # read once: this request finishes on these graphs
+        candidates = [c.model_dump() for c in request.candidates]
+        known = graphs.features()
+        if self.cfg.unknown_features == "refuse":
+            for i, c in enumerate(candidates):
+                unknown = sorted(set(c["features"]) - known)
+                if unknown:
+                    field = f"candidates.{i}.features.{unknown[0]}"
+                    raise BadRequest(field, "unknown feature (this replica refuses them)")
+        tasks, epochs = route(candidates, self.reader)
+        pcvr = np.zeros(len(candidates))
+        for task in ("hard", "soft"):
+            rows = [i for i, t in enumerate(tasks) if t == task]
+            if rows:
+                inputs = self.inputs([candidates[i] for i in rows], graphs)
+                graph = graphs.hard if task == "hard" else graphs.soft
+                pcvr[rows] = np.asarray(graph(inputs))
+                metrics.CANDIDATES.labels(task).inc(len(rows))
+        epoch = self.reader.view.max_epoch
+        metrics.EPOCH.set(epoch)
+        return {"model_version": graphs.version, "assignment_epoch": epoch,
+                "results": [{"pcvr": float(p), "task": t, "epoch": e}
+                            for p, t, e in zip(pcvr, tasks, epochs, strict=True)]}  # fmt: skip
+
+    @staticmethod
+    def inputs(candidates: list[dict], graphs: Graphs) -> dict:
+        rows = [c["features"] | {"setup_id": c["setup_id"], "advertiser_id": c["advertiser_id"]}
+                for c in candidates]  # fmt: skip
+        out = {}
+        for name, kind in graphs.inputs.items():
+            if kind == "string":
+                out[name] = np.array([str(r.get(name, "")).encode() for r in rows], dtype=object)
+            else:
+                out[name] = np.array([float(r.get(name, 0.0)) for r in rows], dtype=np.float32)
+        return out
+
+
+class BadRequest(Exception):
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def error(status: int, message: str, field: str | None = None) -> web.Response:
+    metrics.REQUESTS.labels(str(status)).inc()
+    body = {"error": message} | ({"field": field} if field else {})
+    return web.json_response(body, status=status)
+
+
+def create_app(replica: Replica) -> web.Application:
+    cfg = replica.cfg
+    app = web.Application(client_max_size=cfg.max_body_bytes)
+
+    async def score(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        if cfg.token and request.headers.get("Authorization") != f"Bearer {cfg.token}":
+            return error(401, "missing or wrong bearer token")
+        if not replica.ready:
+            return error(503, "not ready: no model or assignments loaded yet")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, f"request body over {cfg.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return error(400, f"body is not JSON: {exc}")
+        if isinstance(body, dict) and len(body.get("candidates") or []) > cfg.max_batch:
+            return error(413, f"more than {cfg.max_batch} candidates in one request",
+                         "candidates")  # fmt: skip
+        try:
+            parsed = ScoreRequest.model_validate(body)
+            result = replica.score(parsed)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            return error(422, f"{field}: {first['msg']}", field)
+        except BadRequest as exc:
+            return error(422, str(exc), exc.field)
+        metrics.REQUESTS.labels("200").inc()
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        return web.json_response(result)
+
+    async def healthz(request):  # noqa: ARG001
+        return web.json_response({"ok": True})
+
+    async def readyz(request):  # noqa: ARG001
+        graphs = replica.graphs
+        body = {"ready": replica.ready, "model_version": graphs.version if graphs else None,
+                "assignments_loaded": replica.reader.ready,
+                "assignment_epoch": replica.reader.view.max_epoch}  # fmt: skip
+        return web.json_response(body, status=200 if replica.ready else 503)
+
+    async def metrics_view(request):  # noqa: ARG001
+        return web.Response(body=generate_latest(),
+                            content_type=CONTENT_TYPE_LATEST.split(";")[0])  # fmt: skip
+
+    app.router.add_post("/score", score)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app

@@ -1,0 +1,201 @@
+"""A scoring replica (``rarecvr serve``) on the real broker: requests under load while versions
+are published see no error and never an older version; corrupt and NaN versions are refused
+while serving goes on; bad requests get a 4xx that says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from deploy.kafka.broker import free_port
+from model.dcn import ModelConfig, build
+from model.export import export
+from model.features import FeatureSpec
+from rarecvr.contracts import TaskAssignment, encode
+from rarecvr.topics import MODEL_UPDATES, TASK_ASSIGNMENTS, ensure_topics
+from trainer.registry import Registry
+
+SPEC = FeatureSpec(categorical=("setup_id", "advertiser_id", "device"), numeric=("recency_days",))
+CONFIG = ModelConfig(SPEC, hash_buckets=1000, embedding_dim=4, shared_layers=1, tower_units=(8,))
+SAMPLE = {
+    "setup_id": np.array([b"s1", b"s2"]),
+    "advertiser_id": np.array([b"a", b"b"]),
+    "device": np.array([b"ios", b"web"]),
+    "recency_days": np.array([1.0, 3.0], np.float32),
+}
+TOKEN = "sesame"
+
+
+def publish(registry: Registry, producer, seed: int, poison: str | None = None) -> int:
+    model = build(ModelConfig(**{**CONFIG.__dict__, "seed": seed}), SAMPLE,
+                  {"hard": 0.005, "soft": 0.1})  # fmt: skip
+    if poison == "nan":
+        tower = model.towers[model.config.tasks.index("hard")]
+        kernel = tower.layers[-1].kernel
+        kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    def write(directory):
+        export(model, "hard", directory)
+        export(model, "soft", directory / "soft")
+
+    version = registry.publish(write, {"seed": seed})
+    if poison == "corrupt":
+        victim = next((registry.path(version) / "variables").glob("variables.data*"))
+        victim.write_bytes(b"\0" * victim.stat().st_size)
+    update = registry.update_event("publish", version)
+    producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
+    producer.flush()
+    return version
+
+
+def post(port: int, body, token: str | None = TOKEN, raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data, headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+CANDIDATES = [
+    {"setup_id": "s-hard", "advertiser_id": "a1", "features": {"device": "ios", "recency_days": 2}},
+    {"setup_id": "s-soft", "features": {"device": "web"}},
+    {"setup_id": "s-new", "features": {"device": "web", "advertiser_type": "x", "category": "y"}},
+]
+
+
+@pytest.fixture
+def replica(kafka, tmp_path, monkeypatch):
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("RARECVR_TOPIC_PREFIX", prefix)
+    ensure_topics(kafka.bootstrap)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    for setup, task in (("s-hard", "hard"), ("s-soft", "soft")):
+        assignment = TaskAssignment(setup_id=setup, task=task, epoch=3, reason="test",
+                                    evidence={}, valid_from_ms=0)  # fmt: skip
+        producer.send(TASK_ASSIGNMENTS.name, key=setup.encode(), value=encode(assignment))
+    registry = Registry(tmp_path / "registry", keep=50)
+    publish(registry, producer, seed=1)
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rarecvr.cli", "serve", "--bootstrap", kafka.bootstrap,
+         "--registry", str(registry.root), "--port", str(port), "--token", TOKEN,
+         "--max-batch", "100", "--max-body-bytes", "200000"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RARECVR_TOPIC_PREFIX": prefix},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if json.loads(r.read())["ready"]:
+                    break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        time.sleep(0.3)
+    yield port, registry, producer, proc
+    proc.terminate()
+    proc.wait(timeout=30)
+    producer.close()
+    log.close()
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def wait_for_version(port: int, version: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if post(port, {"candidates": CANDIDATES[:1]})[1]["model_version"] == version:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"version {version} not served within {timeout} s")
+
+
+@pytest.mark.timeout(600)
+def test_versions_swap_under_load_without_an_error_or_going_back(replica, report):
+    port, registry, producer, _ = replica
+    seen, failures, stop = [], [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            status, body = post(port, {"candidates": CANDIDATES})
+            if status != 200:
+                failures.append((status, body))
+            else:
+                seen.append(body["model_version"])
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for seed in range(2, 6):
+        publish(registry, producer, seed)
+        time.sleep(1.5)
+    wait_for_version(port, registry.versions()[-1])
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert seen == sorted(seen) and seen[-1] == registry.versions()[-1]
+    assert set(seen) >= {1, registry.versions()[-1]}
+    status, body = post(port, {"candidates": CANDIDATES})
+    assert [r["task"] for r in body["results"]] == ["hard", "soft", "soft"]
+    assert [r["epoch"] for r in body["results"]] == [3, 3, 0]
+    assert body["assignment_epoch"] == 3
+    assert all(0 < r["pcvr"] < 1 for r in body["results"])
+    report(f"serving: {len(seen)} requests during 4 swaps, 0 failed, versions {sorted(set(seen))}")
+
+
+@pytest.mark.timeout(600)
+def test_corrupt_and_nan_versions_are_refused_and_the_old_one_keeps_serving(replica, report):
+    port, registry, producer, _ = replica
+    corrupt = publish(registry, producer, seed=2, poison="corrupt")
+    nan = publish(registry, producer, seed=3, poison="nan")
+    deadline = time.monotonic() + 30
+    while metric(port, "rarecvr_serving_refused_versions_total") < 2:
+        assert time.monotonic() < deadline, "the bad versions were not refused"
+        time.sleep(0.2)
+    status, body = post(port, {"candidates": CANDIDATES})
+    assert status == 200 and body["model_version"] == 1
+    assert all(np.isfinite(r["pcvr"]) for r in body["results"])
+    good = publish(registry, producer, seed=4)
+    wait_for_version(port, good)
+    report(f"serving: corrupt v{corrupt} and NaN v{nan} refused, v1 served on, v{good} swapped in")
+
+
+def test_bad_requests_get_a_4xx_that_names_the_problem(replica):
+    port, *_ = replica
+    assert post(port, {"candidates": CANDIDATES}, token=None)[0] == 401
+    assert post(port, {"candidates": CANDIDATES}, token="wrong")[0] == 401
+    status, body = post(port, None, raw=b"{not json")
+    assert status == 400 and "not JSON" in body["error"]
+    status, body = post(port, {"candidates": [{"features": {}}]})
+    assert status == 422 and body["field"] == "candidates.0.setup_id"
+    status, body = post(port, {"candidates": [{"setup_id": "s", "features": {"x": [1]}}]})
+    assert status == 422 and body["field"].startswith("candidates.0.features.x")
+    status, body = post(port, {"candidates": []})
+    assert status == 422 and body["field"] == "candidates"
+    status, body = post(port, {"candidates": CANDIDATES[:1] * 101})
+    assert status == 413 and "100 candidates" in body["error"]
+    status, body = post(port, None, raw=b"x" * 300_000)
+    assert status == 413
+    assert post(port, {"candidates": CANDIDATES})[0] == 200  # and the replica is still up
