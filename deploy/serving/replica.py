@@ -22,34 +22,24 @@ import numpy as np
 from aiohttp import web
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.serving import metrics
 from deploy.serving.graphs import Graphs, RefusedVersion, load_version
 from deploy.serving.routing import route
-from rarecvr.contracts import ContractError, ModelUpdate, decode
+from rarecvr.contracts import ContractError, FeatureValue, Id, ModelUpdate, decode
 from rarecvr.topics import MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
 from trainer.registry import Registry
 
 log = logging.getLogger("rarecvr.serving")
-Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     setup_id: Id
     advertiser_id: Annotated[str, Field(max_length=256)] = ""
-    features: dict[Annotated[str, Field(min_length=1, max_length=64)],
-                   StrictStr | StrictInt | StrictFloat] = {}  # fmt: skip
+    features: dict[Annotated[str, Field(min_length=1, max_length=64)], FeatureValue] = {}
 
 
 class ScoreRequest(BaseModel):
