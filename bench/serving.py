@@ -1,0 +1,183 @@
+"""A scoring replica under load from a second process, steady and while versions swap.
+
+    python -m bench.serving [--swaps 100] [--seconds 10]
+
+Starts a broker and a ``rarecvr serve`` process over a registry holding the reference model
+configuration (simulator features, 100,000 hash buckets). From this process it measures, one
+request in flight at a time: ``p50_ms``/``p99_ms`` for batches of 1, 10 and 100 candidates and
+``candidates_per_s`` (batches of 100); then, while a thread keeps requesting batches of 100, it
+publishes ``--swaps`` versions (alternating between two exported graphs, each a new version)
+and reports ``swap_p99_ms`` (publish event to the first response from the new version),
+``p99_during_swaps_ms``, ``failed_requests`` and the replica's ``rss_growth`` over the swaps.
+Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaProducer
+
+from deploy.kafka import Broker, fetch
+from deploy.kafka.broker import free_port
+from model.dcn import ModelConfig, build
+from model.export import export
+from model.features import FeatureSpec
+from rarecvr.contracts import encode
+from rarecvr.topics import MODEL_UPDATES, ensure_topics
+from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from trainer.registry import Registry
+
+SPEC = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def candidates(n: int, rng: np.random.Generator) -> list[dict]:
+    return [{"setup_id": f"set{int(rng.integers(0, 900)):05d}", "advertiser_id": "adv0001",
+             "features": {name: f"v{int(rng.integers(0, 50))}" for name in CATEGORICAL_FEATURES
+                          if name not in ("setup_id", "advertiser_id")}
+             | {"recency_days": float(rng.random() * 30)}}
+            for _ in range(n)]  # fmt: skip
+
+
+def post(port: int, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/score", body,
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except Exception as error:  # noqa: BLE001 - every failure counts
+        return 599, {"error": str(error)}
+
+
+def timed(port: int, body: bytes, seconds: float) -> list[float]:
+    latencies, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        post(port, body)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--swaps", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    os.environ["RARECVR_TOPIC_PREFIX"] = "bench."
+    fetch()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp) / "kafka", log_level="WARN", heap="512m")
+        info = broker.start()
+        replica = None
+        try:
+            ensure_topics(info.bootstrap)
+            sample = {n: np.array([b"a", b"b"]) for n in SPEC.categorical}
+            sample |= {n: np.array([1.0, 2.0], np.float32) for n in SPEC.numeric}
+            builds = []
+            for seed in (1, 2):
+                model = build(ModelConfig(SPEC, seed=seed), sample, {"hard": 0.005, "soft": 0.1})
+                built = Path(tmp) / f"build{seed}"
+                export(model, "hard", built)
+                export(model, "soft", built / "soft")
+                builds.append(built)
+            registry = Registry(Path(tmp) / "registry", keep=3)
+
+            def publish(i: int) -> int:
+                return registry.publish(
+                    lambda d: shutil.copytree(builds[i % 2], d, dirs_exist_ok=True), {}
+                )
+
+            publish(0)
+            port = free_port()
+            replica = subprocess.Popen(
+                [sys.executable, "-m", "rarecvr.cli", "serve", "--bootstrap", info.bootstrap,
+                 "--registry", str(registry.root), "--port", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+            )  # fmt: skip
+            while post(port, json.dumps({"candidates": candidates(1, rng)}).encode())[0] != 200:
+                time.sleep(0.5)
+            result: dict = {}
+            for size in (1, 10, 100):
+                body = json.dumps({"candidates": candidates(size, rng)}).encode()
+                timed(port, body, 1.0)  # warm up
+                lat = timed(port, body, args.seconds)
+                result[f"p50_ms_{size}"] = round(float(np.percentile(lat, 50)), 2)
+                result[f"p99_ms_{size}"] = round(float(np.percentile(lat, 99)), 2)
+                if size == 100:
+                    result["candidates_per_s"] = round(100 * len(lat) / args.seconds)
+                    steady_p99 = float(np.percentile(lat, 99))
+            body = json.dumps({"candidates": candidates(100, rng)}).encode()
+            producer = KafkaProducer(bootstrap_servers=info.bootstrap)
+            versions: list[tuple[float, int]] = []
+            under_swaps, failures, stop = [], [0], threading.Event()
+
+            def load():
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    status, answer = post(port, body)
+                    done = time.perf_counter()
+                    under_swaps.append((done - started) * 1000)
+                    if status != 200:
+                        failures[0] += 1
+                    else:
+                        versions.append((done, answer["model_version"]))
+
+            rss_before = rss_mb(replica.pid)
+            thread = threading.Thread(target=load)
+            thread.start()
+            swap_ms = []
+            for i in range(1, args.swaps + 1):
+                version = publish(i)
+                sent = time.perf_counter()
+                update = registry.update_event("publish", version)
+                producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
+                producer.flush()
+                deadline = sent + 10
+                while time.perf_counter() < deadline:
+                    seen = [t for t, v in versions[-50:] if v == version]
+                    if seen:
+                        swap_ms.append((seen[0] - sent) * 1000)
+                        break
+                    time.sleep(0.005)
+            stop.set()
+            thread.join()
+            result |= {
+                "swap_p99_ms": round(float(np.percentile(swap_ms, 99)), 1),
+                "swaps_seen": len(swap_ms),
+                "p99_during_swaps_ms": round(float(np.percentile(under_swaps, 99)), 2),
+                "p99_during_swaps_vs_steady": round(
+                    float(np.percentile(under_swaps, 99)) / steady_p99, 2),
+                "failed_requests": failures[0],
+                "requests_during_swaps": len(under_swaps),
+                "rss_growth": round(rss_mb(replica.pid) / rss_before - 1, 4),
+                "swaps": args.swaps,
+            }  # fmt: skip
+        finally:
+            if replica is not None:
+                replica.terminate()
+                replica.wait(timeout=30)
+            broker.stop()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
