@@ -1,91 +1,269 @@
-"""``rarecvr demo``: the main job on embedded defaults.
+"""``rarecvr demo``: the whole loop, live, on embedded defaults.
 
-Today it exercises the foundation end to end: it starts the local broker (unless one runs),
-sends simulated clicks and conversions through it, reads every record back checked against its
-contract, prints what it did, and stops the broker it started. The stages join it as they land.
+It starts the local broker (state in ``$RARECVR_HOME/demo``), then each stage as its own process,
+as in production: ``rarecvr worker`` (streams and stabilizer), ``rarecvr train`` and
+``rarecvr serve``; in this process, the simulator produces traffic with event time compressed
+(``--speed``) and a load generator scores batches of candidates against the replica. A live
+table shows events in, labels out, hard/soft setups, model versions, the replica's version and
+its latency. At the end (``--minutes``, or Ctrl-C) every process is stopped cleanly and an HTML
+report with plots is written. Run it again to resume from the stored state and registry;
+``--fresh`` starts over.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import shutil
+import threading
 import time
-from collections import Counter
-from dataclasses import replace
+import urllib.request
+from pathlib import Path
 
 import click
 
 from deploy.kafka import local
-from deploy.kafka.broker import BrokerError
+from deploy.kafka.broker import BrokerError, free_port
 from deploy.kafka.dist import DistError
-from rarecvr.peek import check_topic, end_offsets
+from deploy.loadgen import LoadGenerator
+from deploy.report import write
+from deploy.stack import Stack, StageDied
+from rarecvr import settings
 from rarecvr.produce import produce
-from rarecvr.topics import CLICKS, CONVERSIONS
-from simulator import Faults, Marketplace, SimConfig
-from simulator.commands import progress_bar
+from simulator import Marketplace, SimConfig
 from simulator.events import event_stream
+
+HOUR_MS = 3_600_000
+ATTRIBUTION_MS = 2 * HOUR_MS  #: the demo's attribution window, in compressed event time
+
+
+class Stopped(Exception):
+    """Raised inside the producer's progress callback to stop it."""
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text as {metric name: sum over its label sets}; {} when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{")[0].split(" ")[0]
+            try:
+                sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+    return sums
+
+
+def get_json(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+class Traffic(threading.Thread):
+    """The simulator producing to Kafka, resuming after the records a previous run sent."""
+
+    def __init__(self, bootstrap: str, cfg: SimConfig, speed: float, state: Path):
+        super().__init__(name="traffic", daemon=True)
+        self.bootstrap, self.cfg, self.speed, self.state = bootstrap, cfg, speed, state
+        self.sent = json.loads(state.read_text())["sent"] if state.exists() else 0
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        def tick(_record) -> None:
+            self.sent += 1
+            if self.sent % 1000 == 0:
+                self.state.write_text(json.dumps({"sent": self.sent}))
+            if self.stop_event.is_set():
+                raise Stopped
+
+        records = itertools.islice(event_stream(Marketplace(self.cfg)), self.sent, None)
+        try:
+            produce(self.bootstrap, records, speed=self.speed, progress=tick)
+        except Stopped:
+            pass
+        except BaseException as error:  # noqa: BLE001 - reported by the demo
+            self.error = error
+        self.state.write_text(json.dumps({"sent": self.sent}))
 
 
 @click.command()
-@click.option("--clicks", type=int, default=50_000, show_default=True)
-@click.option(
-    "--malformed",
-    type=float,
-    default=0.001,
-    show_default=True,
-    help="Share of malformed records mixed in, to show how they are reported.",
-)
+@click.option("--minutes", type=float, default=5.0, show_default=True, help="How long to run.")
+@click.option("--speed", type=float, default=400.0, show_default=True,
+              help="Event time runs this many times faster than the wall clock.")  # fmt: skip
+@click.option("--clicks", type=int, default=400_000, show_default=True,
+              help="Clicks in the simulated horizon (4 days of event time).")  # fmt: skip
+@click.option("--window-hours", type=float, default=3.0, show_default=True,
+              help="Training window, in event time.")  # fmt: skip
+@click.option("--fresh", is_flag=True, help="Forget the stored state and registry; start over.")
 @click.option("--keep-broker", is_flag=True, help="Leave the broker running afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
-def demo(clicks: int, malformed: float, keep_broker: bool, as_json: bool) -> None:
-    """Run the main job on embedded defaults (broker, simulated traffic, read-back)."""
-    started = time.monotonic()
+def demo(minutes, speed, clicks, window_hours, fresh, keep_broker, as_json) -> None:
+    """Run the whole loop live: traffic, stream worker, trainer, a replica under load."""
+    home = settings.home() / "demo"
+    if fresh and home.exists():
+        os.environ["RARECVR_HOME"] = str(home)
+        local.down()
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["RARECVR_HOME"] = str(home)
     try:
         info, started_broker = local.up()
     except (BrokerError, DistError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Kafka {info.version} at {info.bootstrap} "
-               f"({'started' if started_broker else 'already running'})")  # fmt: skip
+    click.echo(f"Kafka {info.version} at {info.bootstrap}; state in {home}")
     try:
-        figures = run(info.bootstrap, clicks, malformed)
+        summary = run(home, info.bootstrap, minutes, speed, clicks, window_hours)
     finally:
         if started_broker and not keep_broker:
             local.down()
-            click.echo("Kafka stopped.")
-    figures |= {"kafka_version": info.version, "seconds": round(time.monotonic() - started, 1)}
     if as_json:
-        click.echo(json.dumps(figures))
+        click.echo(json.dumps(summary))
 
 
-def run(bootstrap: str, clicks: int, malformed: float) -> dict:
-    cfg = replace(SimConfig(), clicks=clicks, days=2.0, faults=Faults(malformed=malformed))
-    starts = {t.name: end_offsets(bootstrap, t) for t in (CLICKS, CONVERSIONS)}
-    with progress_bar() as bar:
-        task = bar.add_task("producing", total=None, rate="")
-        sent = produce(bootstrap, event_stream(Marketplace(cfg)),
-                       progress=lambda r: bar.advance(task))  # fmt: skip
-    received: Counter = Counter()
-    for topic in (CLICKS, CONVERSIONS):
-        for checked in check_topic(bootstrap, topic, start=starts[topic.name]):
-            if checked.error is None:
-                received[topic.name] += 1
-            else:
-                received["malformed"] += 1
-                if received["malformed"] <= 3:
-                    click.echo(f"  malformed at {topic.name}[{checked.partition}]@"
-                               f"{checked.offset}: {checked.error}")  # fmt: skip
-    produced = Counter()
-    for (topic, fault), n in sent.items():
-        produced["malformed" if fault and fault.startswith("malformed") else topic] += n
-    click.echo(
-        f"sent {produced[CLICKS.name]} clicks, {produced[CONVERSIONS.name]} conversions and "
-        f"{produced['malformed']} malformed records; read back {received[CLICKS.name]} valid "
-        f"clicks, {received[CONVERSIONS.name]} conversions, {received['malformed']} malformed"
-    )
-    if received != produced:
-        raise click.ClickException(f"read back {dict(received)} but sent {dict(produced)}")
-    return {
-        "clicks_sent": produced[CLICKS.name],
-        "conversions_sent": produced[CONVERSIONS.name],
-        "malformed_sent": produced["malformed"],
-        "records_read_back": sum(received.values()),
+def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours) -> dict:
+    env = {**os.environ, "RARECVR_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1"}
+    ports = {name: free_port() for name in ("worker", "trainer", "replica")}
+    days = str(ATTRIBUTION_MS / 86_400_000)
+    stack = Stack(home / "logs", env)
+    stack.start("worker", "worker", "--data-dir", str(home / "worker"),
+                "--web-port", str(ports["worker"]), "--window-days", days,
+                "--lateness-minutes", "5", "--half-life-days", "1",
+                "--dwell-hours", "6")  # fmt: skip
+    stack.start("trainer", "train", "--registry", str(home / "registry"),
+                "--state-dir", str(home / "trainer"), "--window-hours", str(window_hours),
+                "--attribution-days", days, "--hash-buckets", "20000",
+                "--metrics-port", str(ports["trainer"]))  # fmt: skip
+    stack.start("replica", "serve", "--registry", str(home / "registry"),
+                "--port", str(ports["replica"]))  # fmt: skip
+    cfg = SimConfig(clicks=clicks, days=4.0, advertisers=100, seed=7,
+                    attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
+    traffic = Traffic(bootstrap, cfg, speed, home / "traffic.json")
+    traffic.start()
+    worker = f"http://127.0.0.1:{ports['worker']}"
+    replica = f"http://127.0.0.1:{ports['replica']}"
+    loadgen: LoadGenerator | None = None
+    samples: list[dict] = []
+    died = None
+    end = time.time() + minutes * 60
+    from rich.live import Live
+
+    try:
+        with Live(refresh_per_second=2) as live:
+            while time.time() < end:
+                stack.check()
+                if traffic.error is not None:
+                    raise click.ClickException(f"the simulator stopped: {traffic.error}")
+                if loadgen is None and (get_json(f"{replica}/readyz") or {}).get("ready"):
+                    loadgen = LoadGenerator(f"{replica}/score", candidates(cfg))
+                    loadgen.start()
+                samples.append(sample(worker, home, loadgen, traffic))
+                live.update(table(samples[-1], end - time.time()))
+                time.sleep(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: stopping every stage")
+    except StageDied as exc:
+        died = str(exc)
+        click.echo(f"a stage died: {exc}", err=True)
+    finally:
+        traffic.stop_event.set()
+        if loadgen is not None:
+            loadgen.stop_event.set()
+            loadgen.join(timeout=15)
+        codes = stack.stop()
+        traffic.join(timeout=30)
+    history = trainer_history(home)
+    requests = loadgen.records if loadgen else []
+    rigs = [h["progressive"]["hard_rig"] for h in history
+            if h.get("progressive") and h["progressive"].get("hard_rig") is not None]  # fmt: skip
+    summary = {
+        "versions_published": sum(1 for h in history if h["version"]),
+        "versions_rejected": sum(1 for h in history if h["rejected"]),
+        "versions_served": sorted({r[3] for r in requests if r[2] == 200}),
+        "requests": len(requests),
+        "failed_requests": sum(r[2] != 200 for r in requests),
+        "first_hard_rig": rigs[0] if rigs else None,
+        "last_hard_rig": rigs[-1] if rigs else None,
+        "events_sent": traffic.sent,
+        "exit_codes": codes,
+        "stage_died": died,
     }
+    summary["report"] = str(write(home / "report.html", summary, samples, history, requests))
+    click.echo(f"report: {summary['report']}")
+    if died:
+        raise click.ClickException("a stage died; see the report and " + str(home / "logs"))
+    return summary
+
+
+def candidates(cfg: SimConfig) -> list[dict]:
+    """Scoring requests drawn from the simulated clicks' features."""
+    from simulator.events import click_records
+    from simulator.tables import Vocab
+    from simulator.traffic import generate
+
+    market = Marketplace(SimConfig(**{**cfg.__dict__, "clicks": 2_000}))
+    chunk = next(generate(market))
+    out = []
+    for record in click_records(chunk, Vocab(market)):
+        click_event = json.loads(record.value)
+        out.append({"setup_id": click_event["setup_id"],
+                    "advertiser_id": click_event["advertiser_id"],
+                    "features": click_event["features"]})  # fmt: skip
+    return out
+
+
+def trainer_history(home: Path) -> list[dict]:
+    state = home / "trainer" / "state.json"
+    return json.loads(state.read_text())["history"] if state.exists() else []
+
+
+def sample(worker: str, home: Path, loadgen: LoadGenerator | None, traffic: Traffic) -> dict:
+    metrics = scrape(f"{worker}/metrics")
+    assignments = get_json(f"{worker}/assignments") or {}
+    tasks = [a["task"] for a in assignments.values()]
+    history = trainer_history(home)
+    load = loadgen.summary(last_s=10) if loadgen else {}
+    return {
+        "t": time.time(),
+        "sent": traffic.sent,
+        "events": metrics.get("rarecvr_stream_events_total", 0),
+        "labels": metrics.get("rarecvr_stream_labels_total", 0),
+        "lag": metrics.get("rarecvr_stream_consumer_lag", 0),
+        "hard": tasks.count("hard"),
+        "soft": tasks.count("soft"),
+        "hard_share": tasks.count("hard") / len(tasks) if tasks else 0.0,
+        "flips": metrics.get("rarecvr_stabilizer_flips_total", 0),
+        "published": sum(1 for h in history if h["version"]),
+        "rejected": sum(1 for h in history if h["rejected"]),
+        "serving": (load.get("versions") or [None])[-1],
+        "rps": load.get("requests", 0) / 10,
+        "p99_ms": load.get("p99_ms"),
+        "failed": sum(r[2] != 200 for r in loadgen.records) if loadgen else 0,
+    }
+
+
+def table(s: dict, left_s: float):
+    from rich.table import Table
+
+    t = Table(title=f"rarecvr demo: {max(left_s, 0):.0f} s left", show_header=False)
+    p99 = "-" if s["p99_ms"] is None else f"{s['p99_ms']:.1f} ms"
+    for name, value in (
+        ("events sent / consumed", f"{s['sent']:,} / {s['events']:,.0f} (lag {s['lag']:,.0f})"),
+        ("labeled examples out", f"{s['labels']:,.0f}"),
+        ("setups hard / soft", f"{s['hard']} / {s['soft']} ({s['flips']:.0f} changes)"),
+        ("versions published / rejected", f"{s['published']} / {s['rejected']}"),
+        ("replica serving version", str(s["serving"] or "-")),
+        ("requests/s, p99 (last 10 s)", f"{s['rps']:.1f}, {p99}"),
+        ("failed requests", str(s["failed"])),
+    ):
+        t.add_row(name, value)
+    return t

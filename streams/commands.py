@@ -60,7 +60,10 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
         web_port=web_port,
         rules=Rules(window_ms=window, allowed_lateness_ms=int(lateness_minutes * 60_000),
                     orphan_ttl_ms=window, retention_ms=window),
-        cvr=CvrParams(half_life_ms=int(half_life_days * DAY_MS), window_ms=window),
+        # Recent-click buckets: 3 h, or finer for a short window (the delay correction needs
+        # several buckets per window).
+        cvr=CvrParams(half_life_ms=int(half_life_days * DAY_MS), window_ms=window,
+                      bucket_ms=max(min(3 * 3_600_000, window // 8), 60_000)),
     )  # fmt: skip
     if prepare_data_dir(data_dir):
         click.echo("previous stop was not clean: tables will be restored from their changelogs")

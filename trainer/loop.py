@@ -215,6 +215,11 @@ class Trainer:
         if self.serving_model is None and state.checkpoint:
             self.serving_model = checkpoint.restore(build(cfg.model, inputs),
                                                     self.ckpt_dir / state.checkpoint)  # fmt: skip
+        true_p = np.array([e.get("true_p") if e.get("true_p") is not None else np.nan
+                           for e in examples], dtype=np.float64)  # fmt: skip
+        oracle = None
+        if np.isfinite(true_p).all():  # simulated traffic: the best any model could do
+            oracle = score(labels, hard, {"hard": true_p, "soft": true_p})
         progressive = None
         if self.serving_model is not None:
             progressive = score(labels, hard, predict(self.serving_model, inputs))
@@ -230,7 +235,8 @@ class Trainer:
         entry = {
             "window": state.window, "examples": int(n), "hard_examples": int(hard.sum()),
             "start_offsets": dict(state.offsets), "end_offsets": end_offsets,
-            "assignment_epoch": epoch, "progressive": progressive, "candidate_tail": cand_tail,
+            "assignment_epoch": epoch, "progressive": progressive, "oracle": oracle,
+            "candidate_tail": cand_tail,
             "serving_tail": serve_tail, "rejected": reasons, "version": None,
             "train_examples_per_s": round(cut / train_s), "seconds": None,
         }  # fmt: skip

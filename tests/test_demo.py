@@ -1,0 +1,33 @@
+"""The whole loop for a minute (``rarecvr demo``) on a real broker: stream worker, trainer and
+replica as their own processes, traffic and load from the demo; versions are published and
+served with no failed request, and the report is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.timeout(600)
+def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tmp_path, report):
+    env = {**os.environ, "RARECVR_HOME": str(tmp_path)}
+    env.pop("RARECVR_BOOTSTRAP", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "rarecvr.cli", "demo", "--minutes", "1.5", "--speed", "800",
+         "--window-hours", "1", "--json"],
+        env=env, capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["exit_codes"] == {"worker": 0, "trainer": 0, "replica": 0}
+    assert summary["failed_requests"] == 0 and summary["requests"] > 100
+    assert summary["versions_published"] >= 2
+    assert summary["versions_served"][-1] >= 2
+    assert os.path.getsize(summary["report"]) > 20_000  # the plots are in it
+    report(f"demo (1.5 min): {summary['versions_published']} versions published, served "
+           f"{summary['versions_served']}, {summary['requests']} requests, 0 failed; hard RIG "
+           f"{summary['first_hard_rig']} -> {summary['last_hard_rig']}")  # fmt: skip
