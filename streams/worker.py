@@ -7,10 +7,12 @@ Agents and what connects them::
         (keyed by click id, co-partitioned)     │   └──> rarecvr.dead-letters
                                                 └──> rarecvr.cvr-deltas ─> count ─> setup CVR
 
-Outputs go straight to the app's Kafka producer, not awaited one by one (Faust's per-message
-``send_soon`` buffer costs several times more): Faust flushes that producer before it commits
-offsets, which is the guarantee that matters. Correctness does not rest on Faust's
-exactly-once: outputs are sent at least once and
+Outputs are buffered (``send_soon``), not awaited one by one: Faust flushes the producer before
+it commits offsets, which is the guarantee that matters. They share Faust's producer buffer with
+the tables' changelogs, so a label is never delivered ahead of the state change that caused it
+(sending labels straight to the Kafka producer was faster, but a worker taking over partitions
+then restored a state without its conversion while the label was out: a conflicting label).
+Correctness does not rest on Faust's exactly-once: outputs are sent at least once and
 recognised downstream by click id, and every table update is idempotent (see
 ``streams.attribution.apply_event`` and ``streams.cvr.apply``). After an unclean stop the local
 RocksDB copy is discarded and tables are restored from their changelogs, which hold everything
@@ -129,7 +131,9 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(CLICKS.name, CONVERSIONS.name, **raw)
+    labeled = app.topic(LABELED_EXAMPLES.name, **raw)
     deltas = app.topic(CVR_DELTAS.name, partitions=CVR_DELTAS.partitions, **raw)
+    dead = app.topic(DEAD_LETTERS.name, **raw)
     table = {"partitions": EVENT_PARTITIONS, "options": {"driver": "rocksdict"},
              "schema": faust.Schema(key_serializer="raw", value_serializer="json")}  # fmt: skip
     states = app.Table("click-states", default=None, **table)
@@ -146,19 +150,16 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     async def on_recovered():
         parts.stale = True  # rebuild the index from the tables as recovered
 
-    async def publish(topic: str, key: bytes | None, value: bytes) -> None:
-        await app.producer.send(topic, key, value, None, None, None)
-
     async def emit(effects: list, kind: str, partition: int, offset: int) -> None:
         for effect in effects:
             if isinstance(effect, Label):
                 example = effect.example
-                await publish(LABELED_EXAMPLES.name, example["click_id"].encode(),
-                              json.dumps(example).encode())  # fmt: skip
+                labeled.send_soon(key=example["click_id"].encode(),
+                                  value=json.dumps(example).encode())  # fmt: skip
                 metrics.LABELS.labels(str(example["label"])).inc()
             elif isinstance(effect, CvrDelta):
                 delta = delta_message(effect, f"{kind}:{partition}:{effect.kind}", offset)
-                await publish(CVR_DELTAS.name, effect.setup_id.encode(), delta)
+                deltas.send_soon(key=effect.setup_id.encode(), value=delta)
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
 
@@ -220,7 +221,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         letter = DeadLetter(topic=message.topic, partition=message.partition,
                             offset=message.offset, reason=error.reason, detail=str(error),
                             raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
-        await publish(DEAD_LETTERS.name, message.key, encode(letter))
+        dead.send_soon(key=message.key, value=encode(letter))
         metrics.DEAD_LETTERS.labels(error.reason).inc()
 
     @app.agent(source, name="attribute")
