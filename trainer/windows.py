@@ -18,6 +18,16 @@ True
 ([10, 20, 90], {0: 1, 1: 2})
 >>> [e["t"] for e in w.current], w.start_ms
 ([130, 140], 100)
+
+Labels arrive a little out of order (a conversion's label is final before older clicks'
+windows close); one read after its partition passed the end goes into the next window:
+
+>>> w = WindowAssembler(size_ms=100, partitions=[0])
+>>> for offset, t in enumerate([10, 120, 50, 130, 210]):
+...     w.add(0, offset, t, {"t": t})
+>>> examples, ends = w.close(positions={0: 5})
+>>> [e["t"] for e in examples], ends, [e["t"] for e in w.current], w.ready(caught_up=set())
+([10], {0: 1}, [120, 50, 130], True)
 """
 
 from __future__ import annotations
@@ -66,10 +76,12 @@ class WindowAssembler:
         examples = self.current
         ends = {p: (self.later[p][0][0] if self.later[p] else positions[p])
                 for p in self.partitions}  # fmt: skip
-        later = self.later
+        later, closed_end = self.later, self.end_ms
         self.current, self.later = [], {p: [] for p in self.partitions}
         times = [t for items in later.values() for _, t, _ in items]
-        self.start_ms = min(times) - min(times) % self.size_ms if times else None
+        # The next window follows the closed one; a late example (label time before it) read
+        # after its partition passed the end goes into the next window.
+        self.start_ms = max(closed_end, min(times) - min(times) % self.size_ms) if times else None
         for p, items in later.items():
             for offset, t, example in items:
                 self.add(p, offset, t, example)
