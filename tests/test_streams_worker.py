@@ -71,11 +71,13 @@ def test_three_sigkills_lose_and_double_count_nothing(stack, report):
     kills = 0
     workers.start("w1")
     _, end = group_progress(bootstrap, group)
+    floor = 0  # committed offsets at the last restart: kill only after it has committed more
     while kills < 3:
         done, _ = group_progress(bootstrap, group)
-        if done > (kills + 1) * end / 5:
+        if done > (kills + 1) * end / 5 and done > floor:
             workers.kill("w1", signal.SIGKILL)
             kills += 1
+            floor = group_progress(bootstrap, group)[0]
             workers.start("w1")
         assert workers.procs["w1"].poll() is None, workers.log("w1")
         time.sleep(0.2)
