@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaProducer
 
+from bench.streams import rss_mb
 from deploy.kafka import Broker, fetch
 from deploy.kafka.broker import free_port
 from model.dcn import ModelConfig, build
@@ -40,13 +41,6 @@ from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from trainer.registry import Registry
 
 SPEC = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def candidates(n: int, rng: np.random.Generator) -> list[dict]:

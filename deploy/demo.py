@@ -247,7 +247,7 @@ def sample(worker: str, home: Path, loadgen: LoadGenerator | None, traffic: Traf
         "serving": (load.get("versions") or [None])[-1],
         "rps": load.get("requests", 0) / 10,
         "p99_ms": load.get("p99_ms"),
-        "failed": sum(r[2] != 200 for r in loadgen.records) if loadgen else 0,
+        "failed": loadgen.summary()["failed"] if loadgen else 0,
     }
 
 

@@ -76,6 +76,7 @@ class Stabilizer:
         else:
             metrics.FLIPS.labels(f"{current.task}_to_{new.task}").inc()
             metrics.DWELL.observe((now_ms - current.valid_from_ms) / HOUR_MS)
+        metrics.HARD_SHARE.set(self.hard_share() or 0.0)
         return new
 
     def hard_share(self) -> float | None:
@@ -107,7 +108,6 @@ def attach(app, params: PolicyParams, cvr_params: cvr.CvrParams) -> Stabilizer:
 
     @app.page("/assignments")
     async def assignments_view(web, request):  # noqa: ARG001
-        metrics.HARD_SHARE.set(stabilizer.hard_share() or 0.0)
         return web.json({key: value for key, value in assignments.items()})
 
     return stabilizer

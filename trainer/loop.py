@@ -256,7 +256,6 @@ class Trainer:
                 export(candidate, "hard", directory)
                 export(candidate, "soft", directory / "soft")
 
-            entry["seconds"] = round(time.perf_counter() - started, 2)
             self._publish(build_version, entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
