@@ -34,6 +34,19 @@ from simulator.tables import Vocab, clicks_table  # noqa: E402
 from simulator.traffic import generate  # noqa: E402
 
 
+def interleaved_p50_ms(serve: dict, batch: dict, iterations: int) -> dict[str, float]:
+    """Median latency of each signature on ``batch``, called in turn so noise hits all alike."""
+    timings = {n: [] for n in serve}
+    for fn in serve.values():  # warm up
+        fn(**batch)
+    for _ in range(iterations):
+        for n, fn in serve.items():
+            started = time.perf_counter()
+            fn(**batch)
+            timings[n].append(time.perf_counter() - started)
+    return {n: float(np.median(t)) * 1000 for n, t in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=300)
@@ -54,15 +67,7 @@ def main() -> None:
         p50 = {}
         for size in (100, 1000):
             batch = {k: tf.constant(v[:size]) for k, v in inputs.items()}
-            timings = {n: [] for n in serve}
-            for n in serve:  # warm up
-                serve[n](**batch)
-            for _ in range(args.iterations):
-                for n, fn in serve.items():
-                    started = time.perf_counter()
-                    fn(**batch)
-                    timings[n].append(time.perf_counter() - started)
-            p50[size] = {n: float(np.median(t)) * 1000 for n, t in timings.items()}
+            p50[size] = interleaved_p50_ms(serve, batch, args.iterations)
             result["hard_only_vs_single_task_latency"][str(size)] = round(
                 p50[size]["hard_only"] / p50[size]["single_task"], 3)  # fmt: skip
             result["hard_only_vs_full_mtl_latency"][str(size)] = round(

@@ -9,14 +9,20 @@ as well as rarecvr's replicas.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import tensorflow as tf
 
+import rarecvr
 from model.dcn import MultiTaskDCN
 
 SIGNATURE = "serving_default"
 OUTPUT = "pcvr"
+ARCHITECTURE = Path("assets.extra") / "architecture.json"
+#: what decides the computation a graph performs; the rest of ModelConfig only changes weights
+GRAPH_FIELDS = ("features", "hash_buckets", "embedding_dim", "shared_layers", "tower_units",
+                "tasks", "extra")  # fmt: skip
 
 
 class TaskGraph(tf.Module):
@@ -53,7 +59,24 @@ def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path) 
     graph = TaskGraph(model, tasks)
     version_dir = Path(version_dir)
     tf.saved_model.save(graph, str(version_dir), signatures={SIGNATURE: graph.serve})
+    (version_dir / ARCHITECTURE).parent.mkdir(exist_ok=True)
+    (version_dir / ARCHITECTURE).write_text(json.dumps(architecture(model, tasks), sort_keys=True))
     return version_dir
+
+
+def architecture(model: MultiTaskDCN, tasks: tuple[str, ...]) -> dict:
+    """What two graphs must share for one's weights to be loaded into the other
+    (``assets.extra/architecture.json``, a file TF Serving ignores): the configuration fields
+    that shape the computation, the exported towers and the code that built them."""
+    config = model.config.to_dict()
+    return {"config": {k: config[k] for k in GRAPH_FIELDS}, "towers": list(tasks),
+            "rarecvr": rarecvr.__version__, "tensorflow": tf.__version__}  # fmt: skip
+
+
+def read_architecture(version_dir: Path) -> str | None:
+    """The architecture file's text, or None for a graph exported without one."""
+    path = Path(version_dir) / ARCHITECTURE
+    return path.read_text() if path.exists() else None
 
 
 def load(version_dir: Path):

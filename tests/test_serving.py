@@ -19,6 +19,7 @@ import pytest
 from kafka import KafkaProducer
 
 from deploy.kafka.broker import free_port
+from deploy.serving.graphs import GraphLoader, RefusedVersion, Slot, probe
 from model.dcn import ModelConfig, build
 from model.export import export
 from model.features import FeatureSpec
@@ -37,8 +38,9 @@ SAMPLE = {
 TOKEN = "sesame"
 
 
-def publish(registry: Registry, producer, seed: int, poison: str | None = None) -> int:
-    model = build(ModelConfig(**{**CONFIG.__dict__, "seed": seed}), SAMPLE,
+def write_version(registry: Registry, seed: int, poison: str | None = None, **config) -> int:
+    """A version of a freshly initialised model (``poison``: "nan" weights or "corrupt" files)."""
+    model = build(ModelConfig(**{**CONFIG.__dict__, "seed": seed, **config}), SAMPLE,
                   {"hard": 0.005, "soft": 0.1})  # fmt: skip
     if poison == "nan":
         tower = model.towers[model.config.tasks.index("hard")]
@@ -53,6 +55,11 @@ def publish(registry: Registry, producer, seed: int, poison: str | None = None) 
     if poison == "corrupt":
         victim = next((registry.path(version) / "variables").glob("variables.data*"))
         victim.write_bytes(b"\0" * victim.stat().st_size)
+    return version
+
+
+def publish(registry: Registry, producer, seed: int, poison: str | None = None) -> int:
+    version = write_version(registry, seed, poison)
     update = registry.update_event("publish", version)
     producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
     producer.flush()
@@ -70,6 +77,44 @@ def post(port: int, body, token: str | None = TOKEN, raw: bytes | None = None):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_a_version_of_the_same_architecture_is_read_into_the_replaced_slot(tmp_path):
+    registry = Registry(tmp_path / "registry", keep=50)
+    loader = GraphLoader(registry)
+    first = loader.load(write_version(registry, seed=1))
+    loader.retire(first)
+    second = loader.load(write_version(registry, seed=2))
+    assert (first.load, second.load) == ("full", "weights") and second.slot is first.slot
+    batch = probe(second.inputs)
+    fresh = Slot.load(registry.path(second.version))
+    for task in ("hard", "soft"):
+        reused, loaded = getattr(second.slot, task)(batch), getattr(fresh, task)(batch)
+        np.testing.assert_array_equal(reused, loaded)
+    loader.retire(second)
+    wider = loader.load(write_version(registry, seed=3, embedding_dim=8))
+    assert wider.load == "full" and wider.slot is not second.slot
+
+
+def test_a_nan_version_read_into_a_spare_is_refused_and_the_spare_dropped(tmp_path):
+    registry = Registry(tmp_path / "registry", keep=50)
+    loader = GraphLoader(registry)
+    loader.retire(loader.load(write_version(registry, seed=1)))
+    with pytest.raises(RefusedVersion) as refused:
+        loader.load(write_version(registry, seed=2, poison="nan"))
+    assert refused.value.reason == "non_finite"
+    assert loader.load(write_version(registry, seed=3)).load == "full"
+
+
+def test_a_spare_still_scoring_a_request_is_not_overwritten(tmp_path):
+    registry = Registry(tmp_path / "registry", keep=50)
+    loader = GraphLoader(registry, idle_timeout_s=0.2)
+    busy = loader.load(write_version(registry, seed=1))
+    busy.slot.acquire()  # a request still running on the replaced graphs
+    loader.retire(busy)
+    after = loader.load(write_version(registry, seed=2))
+    assert after.load == "full" and after.slot is not busy.slot
+    busy.slot.release()
 
 
 CANDIDATES = [

@@ -23,8 +23,12 @@ from rarecvr import settings
 @click.option("--unknown-features", type=click.Choice(["ignore", "refuse"]), default="ignore",
               show_default=True,
               help="What to do with features the model does not know.")  # fmt: skip
+@click.option("--switch-interval-ms", type=float, default=0.2, show_default=True,
+              envvar="RARECVR_SERVE_SWITCH_INTERVAL_MS",
+              help="Python's thread switch interval. Short, so a request waiting for the GIL "
+                   "is not held up while a new version loads in the background.")  # fmt: skip
 def serve(bootstrap, registry, host, port, token, max_batch, max_body_bytes,
-          unknown_features) -> None:  # fmt: skip
+          unknown_features, switch_interval_ms) -> None:  # fmt: skip
     """Serve pCVR: POST /score routes each candidate to the hard-only or soft graph by its
     setup's task, and swaps in new model versions without dropping a request.
 
@@ -35,6 +39,8 @@ def serve(bootstrap, registry, host, port, token, max_batch, max_body_bytes,
     Run several replicas (own --port each) behind a load balancer: each follows the same topics
     and registry and converges on the same version and epoch.
     """
+    import sys
+
     from aiohttp import web
 
     from deploy.serving.replica import Replica, ReplicaConfig, create_app
@@ -44,6 +50,7 @@ def serve(bootstrap, registry, host, port, token, max_batch, max_body_bytes,
                         registry=registry or settings.home() / "registry", token=token,
                         max_batch=max_batch, max_body_bytes=max_body_bytes,
                         unknown_features=unknown_features)  # fmt: skip
+    sys.setswitchinterval(switch_interval_ms / 1000)
     replica = Replica(cfg).start()
     try:
         web.run_app(create_app(replica), host=host, port=port, print=click.echo)

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deploy.serving import metrics
-from deploy.serving.graphs import Graphs, RefusedVersion, load_version
+from deploy.serving.graphs import GraphLoader, Graphs, RefusedVersion
 from deploy.serving.routing import route
 from rarecvr.contracts import ContractError, FeatureValue, Id, ModelUpdate, decode
 from rarecvr.topics import MODEL_UPDATES
@@ -62,8 +63,10 @@ class Replica:
     def __init__(self, cfg: ReplicaConfig):
         self.cfg = cfg
         self.registry = Registry(cfg.registry)
+        self.loader = GraphLoader(self.registry)
         self.reader = AssignmentReader(cfg.bootstrap)
         self.graphs: Graphs | None = None
+        self._swap = threading.Lock()  #: makes reading the reference and holding it one step
         self._refused: tuple[int, str] | None = None  #: logged once, not on every rescan
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="model-follower", daemon=True)
@@ -92,19 +95,27 @@ class Replica:
             return
         if current is not None and target < current and target != self.registry.pinned():
             return  # an older version is served only when pinned
+        if announced is None and self._refused and self._refused[0] == target:
+            return  # refused already: tried again only when an event announces it
         sha = announced.manifest_sha256 if announced and announced.version == target else None
+        started = time.perf_counter()
         try:
-            graphs = load_version(self.registry, target, sha)
+            graphs = self.loader.load(target, sha)
         except RefusedVersion as refused:
             if self._refused != (target, refused.reason):
                 metrics.REFUSED.labels(refused.reason).inc()
                 log.error("%s; still serving %s", refused, current)
             self._refused = (target, refused.reason)
             return
-        self.graphs = graphs  # the swap: one reference
-        metrics.SWAPS.inc()
+        with self._swap:
+            previous, self.graphs = self.graphs, graphs  # the swap: one reference
+        if previous is None:
+            self.loader.reserve(graphs)
+        self.loader.retire(previous)
+        metrics.LOAD_SECONDS.observe(time.perf_counter() - started)
+        metrics.SWAPS.labels(graphs.load).inc()
         metrics.VERSION.set(graphs.version)
-        log.warning("serving version %d (was %s)", graphs.version, current)
+        log.warning("serving version %d (was %s; %s load)", graphs.version, current, graphs.load)
 
     def _follow(self) -> None:
         consumer = KafkaConsumer(bootstrap_servers=self.cfg.bootstrap, group_id=None,
@@ -129,7 +140,22 @@ class Replica:
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, request: ScoreRequest) -> dict:
-        graphs = self.graphs  # read once: this request finishes on these graphs
+        with self._serving() as graphs:
+            return self._score(request, graphs)
+
+    @contextmanager
+    def _serving(self):
+        """The graphs serving now, held until the request is done: a request finishes on the
+        graphs it started with, and their slot is not reused under it."""
+        with self._swap:
+            graphs = self.graphs
+            graphs.slot.acquire()
+        try:
+            yield graphs
+        finally:
+            graphs.slot.release()
+
+    def _score(self, request: ScoreRequest, graphs: Graphs) -> dict:
         candidates = [c.model_dump() for c in request.candidates]
         known = graphs.features()
         if self.cfg.unknown_features == "refuse":
@@ -144,7 +170,7 @@ class Replica:
             rows = [i for i, t in enumerate(tasks) if t == task]
             if rows:
                 inputs = self.inputs([candidates[i] for i in rows], graphs)
-                graph = graphs.hard if task == "hard" else graphs.soft
+                graph = graphs.slot.hard if task == "hard" else graphs.slot.soft
                 pcvr[rows] = np.asarray(graph(inputs))
                 metrics.CANDIDATES.labels(task).inc(len(rows))
         epoch = self.reader.view.max_epoch
