@@ -29,20 +29,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import OffsetAndMetadata
+import orjson
+from kafka import KafkaProducer
 
 from model.dcn import ModelConfig, build
 from model.export import export
-from model.features import records_to_inputs
-from model.training import fit, predict
 from rarecvr.contracts import DeadLetter, encode, peer_group
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
 from trainer import checkpoint, metrics
+from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
-from trainer.gate import GateParams, judge, score
+from trainer.gate import GateParams, judge
 from trainer.registry import Registry
+from trainer.window_run import WindowRun
 from trainer.windows import WindowAssembler, label_time
 
 log = logging.getLogger("rarecvr.trainer")
@@ -60,6 +60,7 @@ class TrainerConfig:
     attribution_window_ms: int = 7 * DAY_MS
     gate: GateParams = field(default_factory=GateParams)
     batch: int = 1024  #: small: a window is a few hundred steps, not a few
+    chunk: int = 65_536  #: examples trained at a time while a window fills
     keep_versions: int = 5
     group: str | None = None  #: consumer group (for lag only); default: prefix + "trainer"
 
@@ -109,68 +110,59 @@ class Trainer:
         cfg = self.cfg
         from rarecvr import settings
 
-        group = cfg.group or settings.topic_prefix() + "trainer"
-        consumer = KafkaConsumer(bootstrap_servers=cfg.bootstrap, group_id=group,
-                                 enable_auto_commit=False, max_poll_records=2_000,
-                                 fetch_max_bytes=64 << 20)  # fmt: skip
         self.producer = KafkaProducer(bootstrap_servers=cfg.bootstrap, linger_ms=5)
         self.reader = AssignmentReader(cfg.bootstrap).start()
         self.reader.wait_ready(timeout=60)
-        parts = [
-            TopicPartition(LABELED_EXAMPLES.name, p) for p in range(LABELED_EXAMPLES.partitions)
-        ]
-        consumer.assign(parts)
-        for tp in parts:
-            start = self.state.offsets.get(str(tp.partition))
-            if start is None:
-                consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-        positions = {tp.partition: consumer.position(tp) for tp in parts}
-        assembler = WindowAssembler(cfg.window_ms, sorted(positions))
+        partitions = list(range(LABELED_EXAMPLES.partitions))
+        start = {p: self.state.offsets.get(str(p)) for p in partitions}
+        feed = ExampleFeed(cfg.bootstrap, LABELED_EXAMPLES.name, partitions,
+                           cfg.group or settings.topic_prefix() + "trainer", start,
+                           self._parse).start()  # fmt: skip
+        assembler = WindowAssembler(cfg.window_ms, partitions)
+        run: WindowRun | None = None
         windows_done, last_record = 0, time.monotonic()
         metrics.STATE.labels("window").set(self.state.window)
         try:
             while not self.stop_event.is_set():
-                batches = consumer.poll(timeout_ms=500)
-                caught_up: set[int] = set()
-                if batches:
+                batch = feed.get(timeout=0.5)
+                if batch is None:
+                    continue
+                if batch.items:
                     last_record = time.monotonic()
-                else:
-                    if idle_stop_s is not None and time.monotonic() - last_record > idle_stop_s:
-                        return
-                    caught_up = {
-                        tp.partition
-                        for tp in parts
-                        if positions[tp.partition] >= (consumer.highwater(tp) or 0)
-                    }
-                for tp, records in batches.items():
-                    for record in records:
-                        example = self._parse(record)
-                        positions[tp.partition] = record.offset + 1
-                        if example is not None:
-                            t = label_time(example, cfg.attribution_window_ms)
-                            assembler.add(tp.partition, record.offset, t, example)
-                while assembler.ready(caught_up):
-                    examples, ends = assembler.close(positions)
-                    ends = {str(p): o for p, o in ends.items()}
-                    self.train_window(examples, ends)
-                    consumer.commit({parts[int(p)]: OffsetAndMetadata(o, "", -1)
-                                     for p, o in ends.items()})  # fmt: skip
-                    windows_done += 1
+                elif idle_stop_s is not None and time.monotonic() - last_record > idle_stop_s:
+                    return
+                for partition, offset, example in batch.items:
+                    t = label_time(example, cfg.attribution_window_ms)
+                    assembler.add(partition, offset, t, example)
+                if len(assembler.current) >= cfg.chunk:
+                    run = run or self._window_run(assembler.start_ms)
+                    run.add(assembler.take())
+                while assembler.ready(batch.caught_up):
+                    run = run or self._window_run(assembler.start_ms)
+                    examples, ends = assembler.close(batch.positions)
+                    run.add(examples)
+                    self.finish_window(run, {str(p): o for p, o in ends.items()})
+                    feed.commit(ends)
+                    run, windows_done = None, windows_done + 1
                     if max_windows is not None and windows_done >= max_windows:
                         return
                 metrics.BUFFERED.set(len(assembler.current))
         finally:
-            consumer.close()
+            feed.stop()
             self.reader.stop()
             self.producer.flush()
             self.producer.close()
 
+    def _window_run(self, start_ms: int) -> WindowRun:
+        cfg = self.cfg
+        return WindowRun(cfg.model, start_ms, cfg.window_ms, cfg.gate.tail_share,
+                         cfg.attribution_window_ms, cfg.batch, self._start_models,
+                         self.tasks_of)  # fmt: skip
+
     def _parse(self, record) -> dict | None:
         """A labeled example as a dict; a malformed record goes to the dead-letter topic."""
         try:
-            example = json.loads(record.value)
+            example = orjson.loads(record.value)
             missing = [k for k in REQUIRED if k not in example]
             if missing:
                 raise ValueError(f"labeled_example.{missing[0]}: missing")
@@ -193,58 +185,29 @@ class Trainer:
             for e in examples
         ])  # fmt: skip
 
-    def train_window(self, examples: list[dict], end_offsets: dict[str, int]) -> dict:
+    def finish_window(self, run: WindowRun, end_offsets: dict[str, int]) -> dict:
+        """Gate the window's candidate, publish it if it passes, and save the trainer's state."""
         cfg, state = self.cfg, self.state
-        started = time.perf_counter()
-        spec = cfg.model.features
-        # Partitions interleave coarsely: order by label time so the held-out tail is the latest.
-        examples = sorted(examples, key=lambda e: label_time(e, cfg.attribution_window_ms))
-        records = [e["features"] | {"setup_id": e["setup_id"],
-                                    "advertiser_id": e.get("advertiser_id", "")}
-                   for e in examples]  # fmt: skip
-        inputs = records_to_inputs(records, spec)
-        labels = np.array([e["label"] for e in examples], dtype=np.float32)
-        hard = self.tasks_of(examples)
-        epoch = self.reader.view.max_epoch
-        n = labels.size
-        cut = max(int(n * (1 - cfg.gate.tail_share)), 1)
-        train = {k: v[:cut] for k, v in inputs.items()}
-        tail = {k: v[cut:] for k, v in inputs.items()}
-
-        candidate = self._warm_start(inputs, labels, hard)
-        if self.serving_model is None and state.checkpoint:
-            self.serving_model = checkpoint.restore(build(cfg.model, inputs),
-                                                    self.ckpt_dir / state.checkpoint)  # fmt: skip
-        true_p = np.array([e.get("true_p") if e.get("true_p") is not None else np.nan
-                           for e in examples], dtype=np.float64)  # fmt: skip
-        oracle = None
-        if np.isfinite(true_p).all():  # simulated traffic: the best any model could do
-            oracle = score(labels, hard, {"hard": true_p, "soft": true_p})
-        progressive = None
-        if self.serving_model is not None:
-            progressive = score(labels, hard, predict(self.serving_model, inputs))
-        fit_started = time.perf_counter()
-        fit(cfg.model, train, labels[:cut], hard[:cut], model=candidate, batch=cfg.batch)
-        train_s = time.perf_counter() - fit_started
-        least = cfg.gate.min_positives
-        cand_tail = score(labels[cut:], hard[cut:], predict(candidate, tail), least)
-        serve_tail = None
-        if self.serving_model is not None:
-            serve_tail = score(labels[cut:], hard[cut:], predict(self.serving_model, tail), least)
-        reasons = judge(cand_tail, serve_tail, cfg.gate)
+        figures = run.figures(cfg.gate.min_positives)
+        candidate = run.candidate
+        reasons = judge(figures["candidate_tail"], figures["serving_tail"], cfg.gate)
         entry = {
-            "window": state.window, "examples": int(n), "hard_examples": int(hard.sum()),
+            "window": state.window, "examples": figures["examples"],
+            "hard_examples": figures["hard_examples"], "trained_examples": figures["trained"],
             "start_offsets": dict(state.offsets), "end_offsets": end_offsets,
-            "assignment_epoch": epoch, "progressive": progressive, "oracle": oracle,
-            "candidate_tail": cand_tail,
-            "serving_tail": serve_tail, "rejected": reasons, "version": None,
-            "train_examples_per_s": round(cut / train_s), "seconds": None,
+            "assignment_epoch": self.reader.view.max_epoch,
+            "progressive": figures["progressive"], "oracle": figures["oracle"],
+            "candidate_tail": figures["candidate_tail"], "serving_tail": figures["serving_tail"],
+            "rejected": reasons, "version": None,
+            "train_examples_per_s": figures["train_examples_per_s"],
+            "seconds": round(time.perf_counter() - run.started, 2),
         }  # fmt: skip
         if reasons:
             for reason in reasons:
                 metrics.REJECTIONS.labels(reason).inc()
             log.warning("window %d rejected (%s): candidate %s, serving %s", state.window,
-                        ", ".join(reasons), _brief(cand_tail), _brief(serve_tail))  # fmt: skip
+                        ", ".join(reasons), _brief(entry["candidate_tail"]),
+                        _brief(entry["serving_tail"]))  # fmt: skip
             new_state = TrainerState(state.window + 1, end_offsets, state.checkpoint,
                                      state.serving_version, state.history)  # fmt: skip
         else:
@@ -259,16 +222,26 @@ class Trainer:
             self._publish(build_version, entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
-        entry["seconds"] = round(time.perf_counter() - started, 2)
+        entry["seconds"] = round(time.perf_counter() - run.started, 2)
         new_state.history = [*state.history, entry]
         new_state.save(self.state_path)
         self.state = new_state
-        self._observe(entry, hard)
-        log.warning("window %d: %d examples (%d hard), %s, %.1f s", entry["window"], n,
+        self._observe(entry)
+        log.warning("window %d: %d examples (%d hard), %s, %.1f s", entry["window"],
+                    entry["examples"],
                     entry["hard_examples"],
                     f"published v{entry['version']}" if entry["version"] else "rejected",
                     entry["seconds"])  # fmt: skip
         return entry
+
+    def _start_models(self, inputs, labels, hard):
+        """The window's candidate, warm-started, and the serving model (restored after a
+        restart), built on the first chunk's inputs."""
+        cfg, state = self.cfg, self.state
+        if self.serving_model is None and state.checkpoint:
+            self.serving_model = checkpoint.restore(build(cfg.model, inputs),
+                                                    self.ckpt_dir / state.checkpoint)  # fmt: skip
+        return self._warm_start(inputs, labels, hard), self.serving_model
 
     def _warm_start(self, inputs, labels, hard):
         cfg = self.cfg
@@ -299,10 +272,10 @@ class Trainer:
         self.producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
         self.producer.flush()
 
-    def _observe(self, entry: dict, hard: np.ndarray) -> None:
+    def _observe(self, entry: dict) -> None:
         metrics.STATE.labels("window").set(entry["window"] + 1)
-        metrics.EXAMPLES.labels("hard").inc(int(hard.sum()))
-        metrics.EXAMPLES.labels("soft").inc(int((~hard).sum()))
+        metrics.EXAMPLES.labels("hard").inc(entry["hard_examples"])
+        metrics.EXAMPLES.labels("soft").inc(entry["examples"] - entry["hard_examples"])
         metrics.TRAIN_RATE.set(entry["train_examples_per_s"])
         if entry["version"]:
             metrics.STATE.labels("published_version").set(entry["version"])

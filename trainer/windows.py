@@ -19,6 +19,18 @@ True
 >>> [e["t"] for e in w.current], w.start_ms
 ([130, 140], 100)
 
+The open window's examples can be taken before it closes (to train on as it fills); closing
+returns the rest:
+
+>>> w = WindowAssembler(size_ms=100, partitions=[0])
+>>> for offset, t in enumerate([10, 20]):
+...     w.add(0, offset, t, {"t": t})
+>>> [e["t"] for e in w.take()], w.ready(caught_up=set()), w.ready(caught_up={0})
+([10, 20], False, True)
+>>> w.add(0, 2, 30, {"t": 30}); w.add(0, 3, 150, {"t": 150})
+>>> w.close(positions={0: 4})
+([{'t': 30}], {0: 3})
+
 Labels arrive a little out of order (a conversion's label is final before older clicks'
 windows close); one read after its partition passed the end goes into the next window:
 
@@ -50,6 +62,7 @@ class WindowAssembler:
         self.partitions = list(partitions)
         self.start_ms: int | None = None
         self.current: list[dict] = []
+        self.taken = 0  #: examples of the open window already handed out by ``take``
         self.later: dict[int, list[tuple[int, int, dict]]] = {p: [] for p in self.partitions}
 
     @property
@@ -64,20 +77,26 @@ class WindowAssembler:
         else:
             self.current.append(example)
 
+    def take(self) -> list[dict]:
+        """The open window's examples so far (to train on while the window fills)."""
+        examples, self.current = self.current, []
+        self.taken += len(examples)
+        return examples
+
     def ready(self, caught_up: set[int]) -> bool:
         """True when every partition has passed the window's end or has nothing left to read."""
-        if self.start_ms is None or not self.current:
+        if self.start_ms is None or not (self.current or self.taken):
             return False
         return all(self.later[p] or p in caught_up for p in self.partitions)
 
     def close(self, positions: dict[int, int]) -> tuple[list[dict], dict[int, int]]:
-        """The window's examples and its end offsets (``positions``: each partition's next
-        offset to read); later examples start the next window."""
+        """The window's examples not yet taken and its end offsets (``positions``: each
+        partition's next offset to read); later examples start the next window."""
         examples = self.current
         ends = {p: (self.later[p][0][0] if self.later[p] else positions[p])
                 for p in self.partitions}  # fmt: skip
         later, closed_end = self.later, self.end_ms
-        self.current, self.later = [], {p: [] for p in self.partitions}
+        self.current, self.later, self.taken = [], {p: [] for p in self.partitions}, 0
         times = [t for items in later.values() for _, t, _ in items]
         # The next window follows the closed one; a late example (label time before it) read
         # after its partition passed the end goes into the next window.
