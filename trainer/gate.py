@@ -8,9 +8,14 @@ candidate passes when
   (absolute), when the tail has at least ``min_positives`` hard positives to measure RIG;
 - its calibration on hard examples is plausible: the expected number of conversions (the sum
   of its predictions) over the observed number lies within ``calibration_bounds``, or the gap
-  is within chance (a two-sided Poisson test at ``calibration_p``). Hard examples are rare, so a
-  tail rarely holds many positives; the test still refuses a model that predicts 300
-  conversions where 5 happened, and does not refuse one that predicts 10.
+  is within chance (a two-sided Poisson test at ``calibration_p``), or it is no further from 1
+  than the serving model's on the same tail. Hard examples are rare, so a tail rarely holds
+  many positives; the test still refuses a model that predicts 300 conversions where 5
+  happened, and does not refuse one that predicts 10. The comparison with the serving model is
+  there because a tail cut by label time is not a fair sample for calibration: positives enter
+  it at their conversion, negatives when their click's attribution window closes, so when
+  traffic changes over an attribution window (a daily cycle against a six-hour window) the
+  tail's conversion rate is off for every model alike.
 
 >>> params = GateParams(max_rig_drop=0.01, calibration_bounds=(0.5, 2.0))
 >>> judge({"finite": True, "hard_rig": 0.10, "hard_calibration": 1.1, "hard_calibration_p": 0.4},
@@ -19,10 +24,14 @@ candidate passes when
 >>> judge({"finite": True, "hard_rig": 0.05, "hard_calibration": 3.0, "hard_calibration_p": 1e-9},
 ...       {"hard_rig": 0.10}, params)
 ['hard_rig_drop', 'hard_calibration']
+>>> judge({"finite": True, "hard_rig": 0.10, "hard_calibration": 0.45, "hard_calibration_p": 1e-9},
+...       {"hard_rig": 0.10, "hard_calibration": 0.4}, params)
+[]
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +90,9 @@ def judge(candidate: dict, serving: dict | None, params: GateParams) -> list[str
     p_value = candidate.get("hard_calibration_p")
     if p_value is not None and p_value < params.calibration_p:
         ratio = candidate.get("hard_calibration")
+        before = (serving or {}).get("hard_calibration")
         lo, hi = params.calibration_bounds
-        if ratio is None or not lo <= ratio <= hi:
+        no_worse = ratio and before and abs(math.log(ratio)) <= abs(math.log(before))
+        if (ratio is None or not lo <= ratio <= hi) and not no_worse:
             reasons.append("hard_calibration")
     return reasons
