@@ -40,7 +40,7 @@ from deploy.kafka import Broker, fetch
 from deploy.kafka.broker import free_port
 from deploy.serving.graphs import Slot, probe
 from model.dcn import ModelConfig, build
-from model.export import SIGNATURE, export
+from model.export import SIGNATURE, export, export_version
 from model.features import FeatureSpec
 from rarecvr.contracts import encode
 from rarecvr.topics import MODEL_UPDATES, ensure_topics
@@ -107,8 +107,7 @@ def main() -> None:
             for seed in (1, 2):
                 model = build(ModelConfig(SPEC, seed=seed), sample, {"hard": 0.005, "soft": 0.1})
                 built = Path(tmp) / f"build{seed}"
-                export(model, "hard", built)
-                export(model, "soft", built / "soft")
+                export_version(model, built)
                 builds.append(built)
             full_mtl = export(model, ("soft", "hard"), Path(tmp) / "full_mtl")
             registry = Registry(Path(tmp) / "registry", keep=3)

@@ -64,6 +64,13 @@ def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path) 
     return version_dir
 
 
+def export_version(model: MultiTaskDCN, version_dir: Path) -> None:
+    """A model version's graphs: the hard-only graph, and the soft tower's beside it in
+    ``soft/`` (what replicas route soft candidates to)."""
+    export(model, "hard", version_dir)
+    export(model, "soft", Path(version_dir) / "soft")
+
+
 def architecture(model: MultiTaskDCN, tasks: tuple[str, ...]) -> dict:
     """What two graphs must share for one's weights to be loaded into the other
     (``assets.extra/architecture.json``, a file TF Serving ignores): the configuration fields

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from kafka import KafkaProducer
 from deploy.kafka.broker import free_port
 from deploy.serving.graphs import GraphLoader, RefusedVersion, Slot, probe
 from model.dcn import ModelConfig, build
-from model.export import export
+from model.export import export_version
 from model.features import FeatureSpec
 from rarecvr.contracts import TaskAssignment, encode
 from rarecvr.topics import MODEL_UPDATES, TASK_ASSIGNMENTS, ensure_topics
@@ -46,12 +47,7 @@ def write_version(registry: Registry, seed: int, poison: str | None = None, **co
         tower = model.towers[model.config.tasks.index("hard")]
         kernel = tower.layers[-1].kernel
         kernel.assign(np.full(kernel.shape, np.nan, np.float32))
-
-    def write(directory):
-        export(model, "hard", directory)
-        export(model, "soft", directory / "soft")
-
-    version = registry.publish(write, {"seed": seed})
+    version = registry.publish(partial(export_version, model), {"seed": seed})
     if poison == "corrupt":
         victim = next((registry.path(version) / "variables").glob("variables.data*"))
         victim.write_bytes(b"\0" * victim.stat().st_size)

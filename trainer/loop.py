@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ import orjson
 from kafka import KafkaProducer
 
 from model.dcn import ModelConfig, build
-from model.export import export
+from model.export import export_version
 from rarecvr.contracts import DeadLetter, encode, peer_group
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
@@ -214,12 +215,7 @@ class Trainer:
             ckpt = f"ckpt-{state.window}.npz"
             checkpoint.save(candidate, self.ckpt_dir / ckpt)
             new_state = TrainerState(state.window + 1, end_offsets, ckpt, None, state.history)
-
-            def build_version(directory: Path) -> None:
-                export(candidate, "hard", directory)
-                export(candidate, "soft", directory / "soft")
-
-            self._publish(build_version, entry, new_state)
+            self._publish(partial(export_version, candidate), entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
         entry["seconds"] = round(time.perf_counter() - run.started, 2)
