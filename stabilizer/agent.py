@@ -35,6 +35,7 @@ class Stabilizer:
         self.eval_every_ms = eval_every_ms
         self.book = PeerBook(params.prior_min_strength, params.prior_max_strength)
         self.last_eval: dict[str, int] = {}
+        self.tasks: dict[str, str] = {}  #: the assignments table's tasks, for the hard share
         self.stale = True
 
     def evidence(self, state: dict, now_ms: int) -> Evidence:
@@ -47,7 +48,9 @@ class Stabilizer:
             now = max(state["clicks"][1], state["conversions"][1])
             ev = self.evidence(state, now)
             self.book.update(setup_id, state.get("group", ""), ev.clicks, ev.conversions)
+        self.tasks = {}
         for setup_id, raw in self.assignments.items():
+            self.tasks[setup_id] = raw["task"]
             await self.publish(TASK_ASSIGNMENTS.name, setup_id.encode(),
                                encode(TaskAssignment.model_validate(raw)))  # fmt: skip
         self.stale = False
@@ -70,6 +73,7 @@ class Stabilizer:
             return None
         new = new.model_copy(update={"evidence": new.evidence | {"group": group}})
         self.assignments[setup_id] = new.model_dump()
+        self.tasks[setup_id] = new.task
         await self.publish(TASK_ASSIGNMENTS.name, setup_id.encode(), encode(new))
         if current is None:
             metrics.COLD_STARTS.inc()
@@ -80,7 +84,7 @@ class Stabilizer:
         return new
 
     def hard_share(self) -> float | None:
-        tasks = [raw["task"] for _, raw in self.assignments.items()]
+        tasks = list(self.tasks.values())
         return tasks.count("hard") / len(tasks) if tasks else None
 
 
