@@ -16,17 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.dcn import ModelConfig
+from model.dcn import ModelConfig, build
 from model.export import load
-from model.features import FeatureSpec
+from model.features import FeatureSpec, records_to_inputs
+from model.training import predict
 from rarecvr.produce import produce
 from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from trainer.gate import judge
+from trainer.gate import judge, score
 from trainer.loop import Trainer, TrainerConfig, TrainerState
 from trainer.registry import Registry
+from trainer.window_run import WindowRun
+from trainer.windows import label_time
 
 HOUR_MS = 3_600_000
 WINDOW_MS = 12 * HOUR_MS
@@ -193,3 +196,38 @@ def test_model_commands_pin_roll_back_and_announce_on_the_topic(kafka, monkeypat
     assert runner.invoke(main, ["model", "unpin", *args]).exit_code == 0
     events = [json.loads(r.value) for r in read_topic(kafka.bootstrap, MODEL_UPDATES)]
     assert [(e["action"], e["version"]) for e in events] == [("rollback", 2), ("unpin", 3)]
+
+
+def test_a_window_run_trains_outside_its_tail_after_the_serving_model_scored_each_chunk():
+    spec = FeatureSpec(("setup_id", "advertiser_id", "device"), ("recency_days",))
+    tiny = ModelConfig(spec, hash_buckets=500, embedding_dim=4, shared_layers=1, tower_units=(8,))
+    rng = np.random.default_rng(0)
+    examples = [{"setup_id": f"s{i % 7}", "advertiser_id": "a", "label": int(rng.random() < 0.2),
+                 "features": {"device": ["ios", "web"][i % 2], "recency_days": float(i % 5)},
+                 "click_ts_ms": int(t), "conversion_ts_ms": int(t)}
+                for i, t in enumerate(rng.integers(0, 1000, 400))]  # fmt: skip
+    for e in examples:  # negatives' labels are final at click + window (10 ms here)
+        e["conversion_ts_ms"] = e["conversion_ts_ms"] if e["label"] else None
+    hard = lambda chunk: np.array([e["setup_id"] in ("s0", "s1") for e in chunk])  # noqa: E731
+    serving = build(tiny, records_to_inputs([{"setup_id": "x"}], spec), {"hard": 0.1, "soft": 0.3})
+    before = [w.copy() for w in serving.get_weights()]
+
+    def start_models(inputs, labels, rows):
+        return build(tiny, inputs, {"hard": 0.1, "soft": 0.3}), serving
+
+    run = WindowRun(tiny, start_ms=0, size_ms=1000, tail_share=0.2, attribution_window_ms=10,
+                    batch=64, start_models=start_models, tasks_of=hard)  # fmt: skip
+    run.add(examples[:250])
+    run.add(examples[250:])
+    figures = run.figures(min_positives=1)
+
+    in_tail = [label_time(e, 10) >= 800 for e in examples]
+    assert run.trained == in_tail.count(False) and in_tail.count(True) > 0
+    tail = figures["candidate_tail"]
+    assert tail["hard_examples"] + tail["soft_examples"] == in_tail.count(True)
+    assert all(np.array_equal(a, b) for a, b in zip(before, serving.get_weights(), strict=True))
+    records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": "a"} for e in examples]
+    labels = np.array([e["label"] for e in examples], np.float32)
+    expected = score(labels, hard(examples), predict(serving, records_to_inputs(records, spec)))
+    assert figures["progressive"]["hard_expected"] == pytest.approx(expected["hard_expected"])
+    assert figures["progressive"]["soft_rig"] == pytest.approx(expected["soft_rig"])
