@@ -59,14 +59,17 @@ class TimedTrainer(Trainer):
         return entry
 
 
-def trained_examples(market: Marketplace, run) -> list[dict]:
-    """The examples the window trained on, regenerated (the simulator is deterministic)."""
+def trained_examples(market: Marketplace, run, window_ms: int, n: int) -> list[dict]:
+    """The window's ``n`` oldest examples by label time, regenerated (the simulator is
+    deterministic): the examples the window trained on, up to labels that arrived late."""
     out = []
     for record in labeled_examples(market):
         example = json.loads(record.value)
-        if run.start_ms <= label_time(example, run.attribution_window_ms) < run.tail_from_ms:
-            out.append(example)
-    return out
+        t = label_time(example, run.attribution_window_ms)
+        if run.start_ms <= t < run.start_ms + window_ms:
+            out.append((t, example))
+    out.sort(key=lambda item: item[0])
+    return [example for _, example in out[:n]]
 
 
 def main() -> None:
@@ -99,7 +102,7 @@ def main() -> None:
     entry = trainer.state.history[-1]
     trained = entry["trained_examples"]
     window_rate = trained / (trainer.t_trained - trainer.t_start)
-    examples = trained_examples(market, trainer.window)
+    examples = trained_examples(market, trainer.window, window_ms, trained)
     records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": e["advertiser_id"]}
                for e in examples]  # fmt: skip
     inputs = records_to_inputs(records, model.features)

@@ -198,16 +198,17 @@ def test_model_commands_pin_roll_back_and_announce_on_the_topic(kafka, monkeypat
     assert [(e["action"], e["version"]) for e in events] == [("rollback", 2), ("unpin", 3)]
 
 
-def test_a_window_run_trains_outside_its_tail_after_the_serving_model_scored_each_chunk():
+def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before_training():
     spec = FeatureSpec(("setup_id", "advertiser_id", "device"), ("recency_days",))
     tiny = ModelConfig(spec, hash_buckets=500, embedding_dim=4, shared_layers=1, tower_units=(8,))
     rng = np.random.default_rng(0)
-    examples = [{"setup_id": f"s{i % 7}", "advertiser_id": "a", "label": int(rng.random() < 0.2),
+    examples = [{"setup_id": f"s{i % 7}", "advertiser_id": "a", "label": 0,
                  "features": {"device": ["ios", "web"][i % 2], "recency_days": float(i % 5)},
-                 "click_ts_ms": int(t), "conversion_ts_ms": int(t)}
+                 "click_ts_ms": int(t), "conversion_ts_ms": None}
                 for i, t in enumerate(rng.integers(0, 1000, 400))]  # fmt: skip
-    for e in examples:  # negatives' labels are final at click + window (10 ms here)
-        e["conversion_ts_ms"] = e["conversion_ts_ms"] if e["label"] else None
+    for e in examples[::5]:  # a positive's label is final at its conversion
+        e["label"], e["conversion_ts_ms"] = 1, e["click_ts_ms"] + 3
+    examples.sort(key=lambda e: label_time(e, 10))  # they arrive in label-time order
     hard = lambda chunk: np.array([e["setup_id"] in ("s0", "s1") for e in chunk])  # noqa: E731
     serving = build(tiny, records_to_inputs([{"setup_id": "x"}], spec), {"hard": 0.1, "soft": 0.3})
     before = [w.copy() for w in serving.get_weights()]
@@ -215,16 +216,21 @@ def test_a_window_run_trains_outside_its_tail_after_the_serving_model_scored_eac
     def start_models(inputs, labels, rows):
         return build(tiny, inputs, {"hard": 0.1, "soft": 0.3}), serving
 
-    run = WindowRun(tiny, start_ms=0, size_ms=1000, tail_share=0.2, attribution_window_ms=10,
-                    batch=64, start_models=start_models, tasks_of=hard)  # fmt: skip
+    run = WindowRun(tiny, start_ms=0, tail_share=0.2, attribution_window_ms=10, batch=64,
+                    chunk=100, start_models=start_models, tasks_of=hard)  # fmt: skip
     run.add(examples[:250])
+    assert run.trained == 200  # trained a chunk at a time, 20% of those seen kept pending
     run.add(examples[250:])
+    run.close()
     figures = run.figures(min_positives=1)
 
-    in_tail = [label_time(e, 10) >= 800 for e in examples]
-    assert run.trained == in_tail.count(False) and in_tail.count(True) > 0
+    assert run.trained == 320
+    tail_inputs, tail_labels, _ = run.tail
+    latest = examples[320:]
+    assert list(tail_inputs["setup_id"]) == [e["setup_id"].encode() for e in latest]
+    assert tail_labels.tolist() == [e["label"] for e in latest]
     tail = figures["candidate_tail"]
-    assert tail["hard_examples"] + tail["soft_examples"] == in_tail.count(True)
+    assert tail["hard_examples"] + tail["soft_examples"] == 80
     assert all(np.array_equal(a, b) for a, b in zip(before, serving.get_weights(), strict=True))
     records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": "a"} for e in examples]
     labels = np.array([e["label"] for e in examples], np.float32)

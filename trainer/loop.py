@@ -156,9 +156,8 @@ class Trainer:
 
     def _window_run(self, start_ms: int) -> WindowRun:
         cfg = self.cfg
-        return WindowRun(cfg.model, start_ms, cfg.window_ms, cfg.gate.tail_share,
-                         cfg.attribution_window_ms, cfg.batch, self._start_models,
-                         self.tasks_of)  # fmt: skip
+        return WindowRun(cfg.model, start_ms, cfg.gate.tail_share, cfg.attribution_window_ms,
+                         cfg.batch, cfg.chunk, self._start_models, self.tasks_of)  # fmt: skip
 
     def _parse(self, record) -> dict | None:
         """A labeled example as a dict; a malformed record goes to the dead-letter topic."""
@@ -189,6 +188,7 @@ class Trainer:
     def finish_window(self, run: WindowRun, end_offsets: dict[str, int]) -> dict:
         """Gate the window's candidate, publish it if it passes, and save the trainer's state."""
         cfg, state = self.cfg, self.state
+        run.close()
         figures = run.figures(cfg.gate.min_positives)
         candidate = run.candidate
         reasons = judge(figures["candidate_tail"], figures["serving_tail"], cfg.gate)

@@ -1,12 +1,16 @@
 """One window's test-then-train, done chunk by chunk while the window fills.
 
 Examples arrive in about label-time order. Each chunk is first scored by the serving model
-(progressive validation: it has never seen them), then the candidate, warm-started at the
-first chunk, trains on the chunk's examples outside the held-out tail. The tail is the window's
-last ``tail_share`` of event time (label time in ``[end - tail_share * size, end)``): its
-examples are kept for the gate and never trained on. Training while the window is still being
-read is what lets reading overlap training, and a window is never held in memory whole: only
-its tail and, per example, its label, task and the serving model's predictions.
+(progressive validation: it has never seen them) and joins the *pending* examples. The
+candidate, warm-started at the first chunk, trains on the oldest pending examples (by label
+time) a chunk at a time, but only while the pending ones left stay at least ``tail_share`` of
+all the window's examples so far. When the window closes, the latest ``tail_share`` of its
+examples by label time are among the pending ones: that is the held-out tail, kept for the gate
+and never trained on; the rest trains then. Training while the window is still being read is
+what lets reading overlap training, and the window is never held in memory whole.
+
+A tail cut by the window's nominal end would be empty for a window closed early because the
+trainer caught up with a live stream, and the gate would then see nothing.
 """
 
 from __future__ import annotations
@@ -27,17 +31,17 @@ StartModels = Callable[[dict, np.ndarray, np.ndarray], tuple[object, object | No
 
 
 class WindowRun:
-    def __init__(self, model: ModelConfig, start_ms: int, size_ms: int, tail_share: float,
-                 attribution_window_ms: int, batch: int, start_models: StartModels,
+    def __init__(self, model: ModelConfig, start_ms: int, tail_share: float,
+                 attribution_window_ms: int, batch: int, chunk: int, start_models: StartModels,
                  tasks_of: Callable[[list[dict]], np.ndarray]):  # fmt: skip
-        self.model, self.batch = model, batch
-        self.start_ms, self.end_ms = start_ms, start_ms + size_ms
-        self.tail_from_ms = self.end_ms - int(size_ms * tail_share)
+        self.model, self.batch, self.chunk = model, batch, chunk
+        self.start_ms, self.tail_share = start_ms, tail_share
         self.attribution_window_ms = attribution_window_ms
         self.start_models, self.tasks_of = start_models, tasks_of
         self.candidate = self.serving = None
         self.seen: list[tuple] = []  #: per chunk: labels, hard, true_p, serving predictions
-        self.tail: list[tuple] = []  #: per chunk: inputs, labels, hard of its tail rows
+        self.pending: list[tuple] = []  #: chunks not trained on: inputs, labels, hard, label ms
+        self.tail: tuple | None = None  #: inputs, labels, hard of the held-out tail, at close
         self.trained, self.train_s = 0, 0.0
         self.started = time.perf_counter()
 
@@ -46,7 +50,8 @@ class WindowRun:
         return sum(labels.size for labels, *_ in self.seen)
 
     def add(self, examples: list[dict]) -> None:
-        """Score a chunk with the serving model, then train the candidate on its non-tail rows."""
+        """Score a chunk with the serving model, then train on the oldest pending examples while
+        enough stay pending to form the tail."""
         if not examples:
             return
         records = [e["features"] | {"setup_id": e["setup_id"],
@@ -57,26 +62,49 @@ class WindowRun:
         hard = self.tasks_of(examples)
         true_p = np.array([np.nan if e.get("true_p") is None else e["true_p"] for e in examples],
                           dtype=np.float64)  # fmt: skip
-        in_tail = np.array([label_time(e, self.attribution_window_ms) >= self.tail_from_ms
-                            for e in examples])  # fmt: skip
+        label_ms = np.array([label_time(e, self.attribution_window_ms) for e in examples])
         if self.candidate is None:
             self.candidate, self.serving = self.start_models(inputs, labels, hard)
         served = predict(self.serving, inputs) if self.serving is not None else None
         self.seen.append((labels, hard, true_p, served))
-        if in_tail.any():
-            self.tail.append(({k: v[in_tail] for k, v in inputs.items()}, labels[in_tail],
-                              hard[in_tail]))  # fmt: skip
-        train = ~in_tail
-        if train.any():
-            started = time.perf_counter()
-            fit(self.model, {k: v[train] for k, v in inputs.items()}, labels[train], hard[train],
-                model=self.candidate, batch=self.batch)  # fmt: skip
-            self.train_s += time.perf_counter() - started
-            self.trained += int(train.sum())
+        self.pending.append((inputs, labels, hard, label_ms))
+        while self._pending_rows() - self.chunk >= self.tail_share * self.examples:
+            self._train_oldest(self.chunk)
+
+    def close(self) -> None:
+        """Hold out the latest ``tail_share`` of the window's examples; train on the rest."""
+        held = int(np.ceil(self.tail_share * self.examples))
+        rows = self._pending_rows()
+        if rows > held:
+            self._train_oldest(rows - held)
+        self.tail = self._merged()[:3] if self.pending else None
+        self.pending = []
+
+    def _pending_rows(self) -> int:
+        return sum(labels.size for _, labels, _, _ in self.pending)
+
+    def _merged(self) -> tuple:
+        """The pending examples as one chunk, by label time."""
+        inputs, labels, hard, label_ms = self.pending[0]
+        if len(self.pending) > 1:
+            inputs = {k: np.concatenate([c[0][k] for c in self.pending]) for k in inputs}
+            labels, hard, label_ms = (np.concatenate([c[i] for c in self.pending])
+                                      for i in (1, 2, 3))  # fmt: skip
+        o = np.argsort(label_ms, kind="stable")
+        return {k: v[o] for k, v in inputs.items()}, labels[o], hard[o], label_ms[o]
+
+    def _train_oldest(self, n: int) -> None:
+        inputs, labels, hard, label_ms = self._merged()
+        started = time.perf_counter()
+        fit(self.model, {k: v[:n] for k, v in inputs.items()}, labels[:n], hard[:n],
+            model=self.candidate, batch=self.batch)  # fmt: skip
+        self.train_s += time.perf_counter() - started
+        self.trained += n
+        self.pending = [({k: v[n:] for k, v in inputs.items()}, labels[n:], hard[n:], label_ms[n:])]
 
     def figures(self, min_positives: int) -> dict:
         """Progressive and oracle scores on the whole window; candidate and serving model on
-        its tail."""
+        its tail (call ``close`` first)."""
         labels, hard, true_p = (np.concatenate([s[i] for s in self.seen]) for i in range(3))
         progressive = oracle = serving_tail = None
         if self.serving is not None:
@@ -84,12 +112,8 @@ class WindowRun:
             progressive = score(labels, hard, served)
         if np.isfinite(true_p).all():  # simulated traffic: the best any model could do
             oracle = score(labels, hard, {"hard": true_p, "soft": true_p})
-        if self.tail:
-            inputs = {k: np.concatenate([t[0][k] for t in self.tail]) for k in self.tail[0][0]}
-            tail_labels = np.concatenate([t[1] for t in self.tail])
-            tail_hard = np.concatenate([t[2] for t in self.tail])
-        else:
-            inputs, tail_labels, tail_hard = {}, np.zeros(0, np.float32), np.zeros(0, bool)
+        inputs, tail_labels, tail_hard = self.tail or ({}, np.zeros(0, np.float32),
+                                                       np.zeros(0, bool))  # fmt: skip
         candidate_tail = self._score_tail(self.candidate, inputs, tail_labels, tail_hard,
                                           min_positives)  # fmt: skip
         if self.serving is not None:
