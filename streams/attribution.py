@@ -149,34 +149,6 @@ def on_watermark(state: dict, watermark: int, rules: Rules) -> tuple[dict | None
     return None, []
 
 
-class Watermark:
-    """The event-time watermark of one partition fed by several streams (clicks, conversions).
-
-    It is the minimum over the streams of their latest event time, less the allowed lateness,
-    and it never goes back. Until every stream has been seen it is -1.
-    """
-
-    def __init__(self, streams: tuple[str, ...], lateness_ms: int, latest: dict | None = None):
-        self.lateness_ms = lateness_ms
-        self.latest = {s: -1 for s in streams} | (latest or {})
-
-    def observe(self, stream: str, ts_ms: int) -> bool:
-        """Record an event time; True if the watermark moved."""
-        before = self.value
-        if ts_ms > self.latest[stream]:
-            self.latest[stream] = ts_ms
-        return self.value > before
-
-    def is_late(self, stream: str, ts_ms: int) -> bool:
-        """Whether an event arrives after its own stream moved past it by more than allowed."""
-        return ts_ms < self.latest[stream] - self.lateness_ms
-
-    @property
-    def value(self) -> int:
-        lowest = min(self.latest.values())
-        return -1 if lowest < 0 else lowest - self.lateness_ms
-
-
 def positive_effects(state: dict) -> list:
     """The outputs of a positive label: the example and its conversion's CVR delta."""
     click, conv = state["click"], state["conv"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -48,15 +49,16 @@ from streams.attribution import (
     CvrDelta,
     Label,
     Rules,
-    Watermark,
     apply_event,
     deadline,
     negative_effects,
     on_watermark,
     positive_effects,
 )
+from streams.watermark import Watermark
 
 STREAMS = ("clicks", "conversions")
+SOURCE_TOPICS = {"clicks": CLICKS.name, "conversions": CONVERSIONS.name}
 CLEAN_MARK = ".clean-shutdown"
 
 
@@ -163,37 +165,52 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
 
+    async def committed_offsets() -> dict[TP, int]:
+        """The group's committed offsets, asked of the broker: where reading resumed. (The
+        consumer's own record of them is not filled in for partitions it was just given.)"""
+        admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(app.conf.id)
+        finally:
+            await admin.close()
+        return {TP(tp.topic, tp.partition): meta.offset
+                for tp, meta in offsets.items() if meta.offset >= 0}  # fmt: skip
+
     async def reload() -> None:
         """Rebuild watermarks and expiry heaps from the tables after a (re)assignment.
 
         Labels caused by records at or after the committed offset are sent again: the tables
-        may hold their state while their sends were never delivered.
+        may hold their state while their sends were never delivered. A watermark saved past the
+        committed offsets holds until those records are read again (``Watermark.restore``).
         """
         parts.watermarks.clear()
         parts.heaps.clear()
-        committed = app.consumer._committed_offset
+        committed = await committed_offsets()
         resent = 0
         for key, state in states.items():
             p = state["p"]
             heapq.heappush(parts.heaps.setdefault(p, []), (deadline(state, rules), key))
             src = state.get("label_src")
             if src and state.get("label") is not None:
-                topic = CLICKS.name if src[0] == "clicks" else CONVERSIONS.name
-                done = committed.get(TP(topic, p))
-                if done is None or src[2] >= done - 1:
+                done = committed.get(TP(SOURCE_TOPICS[src[0]], p), 0)
+                if src[2] >= done - 1:
                     effects = (
                         positive_effects(state) if state["label"] == 1 else negative_effects(state)
                     )
                     await emit([e for e in effects if isinstance(e, Label)], src[0], p, src[2])
                     metrics.OUTCOMES.labels("label_resent_after_restart").inc()
                     resent += 1
-        for key, latest in marks.items():
+        for key, saved in marks.items():
             p = int(key)
-            parts.watermarks[p] = Watermark(STREAMS, rules.allowed_lateness_ms, latest)
+            resume_at = {kind: committed.get(TP(topic, p)) for kind, topic in SOURCE_TOPICS.items()}
+            parts.watermarks[p] = Watermark.restore(saved, STREAMS, rules.allowed_lateness_ms,
+                                                    resume_at)  # fmt: skip
         parts.stale = False
         app.log.warning("reloaded %d states, resent %d labels; committed %r; watermarks %r",
                         len(states), resent, dict(committed),
-                        {p: w.latest for p, w in parts.watermarks.items()})  # fmt: skip
+                        {p: w.saved() | {"hold": w.hold}
+                         for p, w in parts.watermarks.items()})  # fmt: skip
 
     async def expire(p: int, watermark: int, source: list) -> None:
         heap = parts.heaps.setdefault(p, [])
@@ -252,8 +269,8 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                 states[key] = new
                 heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
             await emit(effects, kind, p, message.offset)
-            if wm.observe(kind, parsed.ts_ms):
-                marks[str(p)] = dict(wm.latest)  # a copy: the send serialises it later
+            if wm.observe(kind, parsed.ts_ms, message.offset):
+                marks[str(p)] = wm.saved()
                 await expire(p, wm.value, source)
                 delay = max(wm.latest.values()) - wm.value
                 metrics.WATERMARK_DELAY.labels(str(p)).set(delay / 1000)

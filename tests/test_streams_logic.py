@@ -14,12 +14,12 @@ from streams.attribution import (
     CvrDelta,
     Label,
     Rules,
-    Watermark,
     deadline,
     on_click,
     on_conversion,
     on_watermark,
 )
+from streams.watermark import Watermark
 
 RULES = Rules(window_ms=1000, allowed_lateness_ms=50, orphan_ttl_ms=1000, retention_ms=1000)
 
@@ -221,3 +221,27 @@ def test_a_replayed_record_re_emits_its_outputs_and_a_duplicate_does_not():
     # The same conversion id in another record: a duplicate, nothing to send.
     again, effects, replayed = apply_event(state, "conversions", conv, ["conversions", 0, 9], RULES)
     assert not replayed and [e.name for e in effects] == ["duplicate_conversion"]
+
+
+def test_a_restored_watermark_expires_nothing_until_every_stream_is_read_back_to_its_offsets():
+    wm = Watermark(("clicks", "conversions"), lateness_ms=0)
+    for offset, ts in enumerate((100, 200, 300)):
+        wm.observe("clicks", ts, offset)
+        wm.observe("conversions", ts, offset)
+    resumed = Watermark.restore(wm.saved(), ("clicks", "conversions"), 0,
+                                resume_at={"clicks": 1, "conversions": 2})  # fmt: skip
+    assert resumed.value == 300 and resumed.hold == {"clicks": 2, "conversions": 2}
+    assert not resumed.observe("clicks", 200, 1)  # re-read, still short of offset 2
+    assert not resumed.observe("clicks", 300, 2)  # clicks done, conversions not yet
+    assert resumed.observe("conversions", 300, 2) and not resumed.held
+    assert resumed.value == 300
+
+
+def test_a_watermark_saved_before_the_committed_offsets_resumes_without_a_hold():
+    wm = Watermark(("clicks", "conversions"), lateness_ms=0)
+    wm.observe("clicks", 100, 4)
+    wm.observe("conversions", 90, 7)
+    resumed = Watermark.restore(wm.saved(), ("clicks", "conversions"), 0,
+                                resume_at={"clicks": 5, "conversions": 8})  # fmt: skip
+    assert not resumed.held and resumed.value == 90
+    assert resumed.observe("conversions", 95, 8)

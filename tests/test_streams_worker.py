@@ -31,7 +31,13 @@ def send(bootstrap, clicks, **faults):
 def assert_matches_batch(bootstrap, workers, name):
     truth, state = batch_truth(bootstrap)
     labels = {cid: ex["label"] for cid, ex in labels_from_topic(bootstrap).items()}
-    assert labels == truth
+    missing, extra = truth.keys() - labels.keys(), labels.keys() - truth.keys()
+    differ = {c for c in truth.keys() & labels.keys() if truth[c] != labels[c]}
+    assert not (missing or extra or differ), (
+        f"{len(missing)} clicks unlabeled (e.g. {sorted(missing)[:5]}), {len(extra)} labeled "
+        f"but not in batch ({sorted(extra)[:5]}), {len(differ)} with another label "
+        f"({sorted(differ)[:5]})"
+    )
     assert 0 < sum(truth.values()) < len(truth)
     port = workers.ports[name]
     checked = 0
