@@ -149,6 +149,22 @@ def on_watermark(state: dict, watermark: int, rules: Rules) -> tuple[dict | None
     return None, []
 
 
+def forgettable(state: dict, committed) -> bool:
+    """Whether a state that :func:`on_watermark` closed may be deleted now.
+
+    A closed state is kept for records read again only: ``closed`` holds its partition's
+    offsets when it closed, and to a record past them it is absent (:func:`apply_event`). It
+    is deleted once the committed offsets (``committed(kind, partition)``, the next to read)
+    are past them: until then a record read again after a crash, the state's own or a
+    duplicate, must find it, or it would count as new.
+
+    >>> state = {"p": 0, "closed": {"clicks": 7, "conversions": 3}}
+    >>> forgettable(state, lambda kind, p: 8), forgettable(state, lambda kind, p: 7)
+    (True, False)
+    """
+    return all(offset < committed(kind, state["p"]) for kind, offset in state["closed"].items())
+
+
 def positive_effects(state: dict) -> list:
     """The outputs of a positive label: the example and its conversion's CVR delta."""
     click, conv = state["click"], state["conv"]
@@ -181,6 +197,8 @@ def apply_event(
         if state.get("label_src") == source and state["label"] == 1:
             effects += positive_effects(state)
         return state, effects, True
+    if state is not None and source[2] > state.get("closed", {}).get(kind, source[2]):
+        state = None  # read after the watermark closed it: a new event starts over
     handler = on_click if slot == "click" else on_conversion
     new, effects = handler(state, event, rules)
     if new is not state:

@@ -51,6 +51,7 @@ from streams.attribution import (
     Rules,
     apply_event,
     deadline,
+    forgettable,
     negative_effects,
     on_watermark,
     positive_effects,
@@ -103,11 +104,15 @@ def delta_message(effect: CvrDelta, source: str, offset: int) -> bytes:
 
 
 class Partitions:
-    """Per source partition: the watermark and a heap of (deadline, click id) to expire."""
+    """Per source partition: the watermark, a heap of (deadline, click id) to expire, and the
+    closed states kept until their records are committed (``attribution.forgettable``)."""
 
     def __init__(self):
         self.watermarks: dict[int, Watermark] = {}
         self.heaps: dict[int, list] = {}
+        self.closed: dict[int, list] = {}
+        self.progress: dict[int, tuple] = {}  #: committed offsets when ``closed`` was checked
+        self.committed: dict[TP, int] = {}  #: as asked of the broker at the last reload
         self.stale = True
 
 
@@ -186,11 +191,16 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         """
         parts.watermarks.clear()
         parts.heaps.clear()
-        committed = await committed_offsets()
+        parts.closed.clear()
+        parts.progress.clear()
+        parts.committed = committed = await committed_offsets()
         resent = 0
         for key, state in states.items():
             p = state["p"]
-            heapq.heappush(parts.heaps.setdefault(p, []), (deadline(state, rules), key))
+            if state.get("closed"):
+                parts.closed.setdefault(p, []).append(key)
+            else:
+                heapq.heappush(parts.heaps.setdefault(p, []), (deadline(state, rules), key))
             src = state.get("label_src")
             if src and state.get("label") is not None:
                 done = committed.get(TP(SOURCE_TOPICS[src[0]], p), 0)
@@ -212,8 +222,32 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                         {p: w.saved() | {"hold": w.hold}
                          for p, w in parts.watermarks.items()})  # fmt: skip
 
+    def committed(kind: str, p: int) -> int:
+        tp = TP(SOURCE_TOPICS[kind], p)
+        return max(parts.committed.get(tp, 0), app.consumer._committed_offset.get(tp) or 0)
+
+    def forget(p: int, keys: list) -> None:
+        """Delete the closed states whose records are all committed; keep the others. (Checked
+        again only after a commit: a state just closed holds a record not yet committed.)"""
+        progress = tuple(committed(kind, p) for kind in STREAMS)
+        if parts.progress.get(p) == progress:
+            parts.closed[p] = keys
+            return
+        parts.progress[p] = progress
+        kept = []
+        for key in keys:
+            state = states.get(key)
+            if state is None or not state.get("closed"):
+                continue  # deleted, or a new event started it over
+            if forgettable(state, committed):
+                del states[key]
+            else:
+                kept.append(key)
+        parts.closed[p] = kept
+
     async def expire(p: int, watermark: int, source: list) -> None:
         heap = parts.heaps.setdefault(p, [])
+        closed = parts.closed.get(p, [])
         while heap and heap[0][0] <= watermark:
             _, key = heapq.heappop(heap)
             state = states.get(key)
@@ -225,13 +259,15 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                 continue
             new, effects = on_watermark(state, watermark, rules)
             if new is None:
-                del states[key]
+                states[key] = dict(state, closed=dict(parts.watermarks[p].offsets))
+                closed.append(key)
             else:
                 if effects:
                     new["label_src"] = source
                 states[key] = new
                 heapq.heappush(heap, (deadline(new, rules), key))
             await emit(effects, source[0], p, source[2])
+        forget(p, closed)
         metrics.PENDING.labels(str(p)).set(len(heap))
 
     async def dead_letter(message, value: bytes, error: ContractError) -> None:

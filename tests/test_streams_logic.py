@@ -223,6 +223,28 @@ def test_a_replayed_record_re_emits_its_outputs_and_a_duplicate_does_not():
     assert not replayed and [e.name for e in effects] == ["duplicate_conversion"]
 
 
+def test_a_closed_state_is_absent_to_a_later_record_but_not_to_one_read_again():
+    from streams.attribution import apply_event, forgettable
+
+    state, _, _ = apply_event(None, "clicks", click(1, 100), ["clicks", 0, 7], RULES)
+    state, effects = on_watermark(state, 100 + RULES.window_ms, RULES)
+    assert [e.example["label"] for e in effects] == [0]
+    closed = dict(state, label_src=["clicks", 0, 40], closed={"clicks": 40, "conversions": 2})
+    # The click's own record read again after a crash: a replay, not a new click.
+    again, effects, replayed = apply_event(closed, "clicks", click(1, 100), ["clicks", 0, 7], RULES)
+    assert replayed and again is closed and not any(isinstance(e, Label) for e in effects)
+    # A duplicate of it read before the state closed, read again: still a duplicate.
+    again, effects, replayed = apply_event(closed, "clicks", click(1, 100), ["clicks", 0, 9], RULES)
+    assert not replayed and again is closed and [e.name for e in effects] == ["duplicate_click"]
+    # The same click id in a later record: the closed state is gone for it, it starts over.
+    new, _, replayed = apply_event(closed, "clicks", click(1, 100), ["clicks", 0, 50], RULES)
+    assert not replayed and new["label"] is None and "closed" not in new
+    # Deleted only once the committed offsets are past those at closing.
+    closed["p"] = 0
+    assert not forgettable(closed, lambda kind, p: 40)
+    assert forgettable(closed, lambda kind, p: 41)
+
+
 def test_a_restored_watermark_expires_nothing_until_every_stream_is_read_back_to_its_offsets():
     wm = Watermark(("clicks", "conversions"), lateness_ms=0)
     for offset, ts in enumerate((100, 200, 300)):
