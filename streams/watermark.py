@@ -75,9 +75,11 @@ class Watermark:
                 resume_at: dict[str, int | None]) -> Watermark:  # fmt: skip
         """A saved watermark, held until each stream is read back to its saved offset.
 
-        ``resume_at`` is, per stream, the first offset the consumer reads again (its committed
-        offset; None or 0 when it starts over). A stream whose saved offset is before it needs
-        no hold: the tables already reflect those records.
+        ``resume_at`` is, per stream, the first offset whose effects the tables may lack (the
+        committed offset, or past what this process applied itself when it kept the partition;
+        None or 0 when it starts over). A stream whose saved offset is before it needs no hold:
+        the tables already reflect those records (and a kept partition may have no record
+        left to read back).
         """
         wm = cls(streams, lateness_ms, saved["latest"])
         wm.offsets |= saved["offsets"]

@@ -112,7 +112,10 @@ class Partitions:
         self.heaps: dict[int, list] = {}
         self.closed: dict[int, list] = {}
         self.progress: dict[int, tuple] = {}  #: committed offsets when ``closed`` was checked
-        self.committed: dict[TP, int] = {}  #: as asked of the broker at the last reload
+        #: (stream, partition) -> the last offset this process applied: its local tables are
+        #: current up to there, whatever the committed offsets say
+        self.applied: dict[tuple[str, int], int] = {}
+        self.committed: dict[TP, int] = {}  #: as asked of the broker at the last assignment
         self.stale = True
 
 
@@ -152,6 +155,9 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001
         parts.stale = True
+        # Asked here, while the flow is stopped, not on the agent's path: nothing is processed
+        # between an assignment and the reload, so these are where reading resumes.
+        parts.committed = await committed_offsets()
 
     @states.on_recover
     async def on_recovered():
@@ -171,8 +177,8 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                 metrics.OUTCOMES.labels(effect.name).inc()
 
     async def committed_offsets() -> dict[TP, int]:
-        """The group's committed offsets, asked of the broker: where reading resumed. (The
-        consumer's own record of them is not filled in for partitions it was just given.)"""
+        """The group's committed offsets, asked of the broker. (The consumer's own record of
+        them is not filled in for partitions it was just given.)"""
         admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap)
         await admin.start()
         try:
@@ -193,7 +199,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         parts.heaps.clear()
         parts.closed.clear()
         parts.progress.clear()
-        parts.committed = committed = await committed_offsets()
+        committed = parts.committed
         resent = 0
         for key, state in states.items():
             p = state["p"]
@@ -213,7 +219,9 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                     resent += 1
         for key, saved in marks.items():
             p = int(key)
-            resume_at = {kind: committed.get(TP(topic, p)) for kind, topic in SOURCE_TOPICS.items()}
+            resume_at = {kind: max(committed.get(TP(topic, p), 0),
+                                   parts.applied.get((kind, p), -1) + 1)
+                         for kind, topic in SOURCE_TOPICS.items()}  # fmt: skip
             parts.watermarks[p] = Watermark.restore(saved, STREAMS, rules.allowed_lateness_ms,
                                                     resume_at)  # fmt: skip
         parts.stale = False
@@ -305,6 +313,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                 states[key] = new
                 heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
             await emit(effects, kind, p, message.offset)
+            parts.applied[kind, p] = message.offset
             if wm.observe(kind, parsed.ts_ms, message.offset):
                 marks[str(p)] = wm.saved()
                 await expire(p, wm.value, source)
