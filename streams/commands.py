@@ -73,7 +73,11 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
     attach(app, policy, cfg.cvr)
     code = 1
     try:
-        Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        runner = Worker(app, loglevel=loglevel, quiet=True)
+        # No terminal spinner: to spin on every log record it sets the root logger to DEBUG,
+        # and every debug call in aiokafka and Faust then builds a record (a tenth of the CPU).
+        runner.spinner = None
+        runner.execute_from_commandline()
     except SystemExit as exit_:
         code = exit_.code or 0
         raise
