@@ -1,10 +1,11 @@
 """Inference graphs: one task's tower with the shared parts it needs, as a SavedModel.
 
-The hard-only graph is what the paper serves: it costs what the single-task model cost, and it
-holds no variable of the soft tower. It is written in TF Serving's layout
-(``<model_dir>/<version>/saved_model.pb`` and ``variables/``) with a ``serving_default``
-signature that takes raw feature values and returns ``pcvr``, so a TF Serving fleet can load it
-as well as rarecvr's replicas.
+The hard-only graph is what the paper serves: it costs what the single-task model cost
+(``export(model, "hard", ...)`` holds no variable of the soft tower). A model version is written
+in TF Serving's layout (``<model_dir>/<version>/saved_model.pb`` and ``variables/``) with a
+``serving_default`` signature, the hard-only graph, that takes raw feature values and returns
+``pcvr``, and a ``soft`` signature for the soft tower over the same stored trunk, so a TF Serving
+fleet can load it as well as rarecvr's replicas.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import rarecvr
 from model.dcn import MultiTaskDCN
 
 SIGNATURE = "serving_default"
+SOFT = "soft"  #: the soft tower's signature in a model version
 OUTPUT = "pcvr"
 ARCHITECTURE = Path("assets.extra") / "architecture.json"
 #: what decides the computation a graph performs; the rest of ModelConfig only changes weights
@@ -28,47 +30,59 @@ GRAPH_FIELDS = ("features", "hash_buckets", "embedding_dim", "shared_layers", "t
 class TaskGraph(tf.Module):
     """The trunk and the towers of ``tasks``, and nothing else: what gets saved is what is here.
 
-    One task gives one output, ``pcvr``; several (the full model, for comparison) give
-    ``pcvr_<task>`` each.
+    ``signatures`` names, per signature, the towers it computes (default: one signature,
+    ``serving_default``, of every tower in ``tasks``). A signature of one tower gives one output,
+    ``pcvr``; of several (the full model, for comparison), ``pcvr_<task>`` each. Each signature
+    runs only the towers it names: the variables are shared, the computations are not.
     """
 
-    def __init__(self, model: MultiTaskDCN, tasks: tuple[str, ...]):
+    def __init__(self, model: MultiTaskDCN, tasks: tuple[str, ...],
+                 signatures: dict[str, tuple[str, ...]] | None = None):  # fmt: skip
         super().__init__(name=f"{'_'.join(tasks)}_graph")
         spec = model.config.features
+        for name in tasks:
+            if name not in model.config.tasks:
+                raise ValueError(
+                    f"the model has no {name!r} tower; its tasks are {model.config.tasks}"
+                )
         self.tasks = tasks
         self.trunk = model.trunk
         self.towers = [model.towers[model.config.tasks.index(task)] for task in tasks]
-        signature = {name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical}
-        signature |= {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
-        self.serve = tf.function(self._serve, input_signature=[signature])
+        inputs = {name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical}
+        inputs |= {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
+        signatures = signatures or {SIGNATURE: tasks}
+        self.functions = {name: self._signature(towers, inputs)
+                          for name, towers in signatures.items()}  # fmt: skip
 
-    def _serve(self, inputs):
+    def _signature(self, tasks: tuple[str, ...], inputs: dict):
+        return tf.function(lambda features: self._serve(features, tasks), input_signature=[inputs])
+
+    def _serve(self, inputs, tasks: tuple[str, ...]):
         h = self.trunk(inputs)
-        probs = [tf.sigmoid(tower(h)[:, 0]) for tower in self.towers]
+        probs = [tf.sigmoid(self.towers[self.tasks.index(t)](h)[:, 0]) for t in tasks]
         if len(probs) == 1:
             return {OUTPUT: probs[0]}
-        return {f"{OUTPUT}_{task}": p for task, p in zip(self.tasks, probs, strict=True)}
+        return {f"{OUTPUT}_{task}": p for task, p in zip(tasks, probs, strict=True)}
 
 
-def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path) -> Path:
-    """Save the graph of ``task`` (or of several) to ``version_dir`` (``<model_dir>/<version>``)."""
+def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path,
+           signatures: dict[str, tuple[str, ...]] | None = None) -> Path:  # fmt: skip
+    """Save the graph of ``task`` (or of several) to ``version_dir`` (``<model_dir>/<version>``),
+    with ``signatures`` as in ``TaskGraph``."""
     tasks = (task,) if isinstance(task, str) else tuple(task)
-    for name in tasks:
-        if name not in model.config.tasks:
-            raise ValueError(f"the model has no {name!r} tower; its tasks are {model.config.tasks}")
-    graph = TaskGraph(model, tasks)
+    graph = TaskGraph(model, tasks, signatures)
     version_dir = Path(version_dir)
-    tf.saved_model.save(graph, str(version_dir), signatures={SIGNATURE: graph.serve})
+    tf.saved_model.save(graph, str(version_dir), signatures=graph.functions)
     (version_dir / ARCHITECTURE).parent.mkdir(exist_ok=True)
     (version_dir / ARCHITECTURE).write_text(json.dumps(architecture(model, tasks), sort_keys=True))
     return version_dir
 
 
 def export_version(model: MultiTaskDCN, version_dir: Path) -> None:
-    """A model version's graphs: the hard-only graph, and the soft tower's beside it in
-    ``soft/`` (what replicas route soft candidates to)."""
-    export(model, "hard", version_dir)
-    export(model, "soft", Path(version_dir) / "soft")
+    """A model version: one SavedModel whose ``serving_default`` signature is the hard-only
+    graph and whose ``soft`` signature is the soft tower's (what replicas route soft candidates
+    to). The trunk's variables, nearly all of the bytes, are stored, checked and loaded once."""
+    export(model, ("hard", "soft"), version_dir, {SIGNATURE: ("hard",), SOFT: ("soft",)})
 
 
 def architecture(model: MultiTaskDCN, tasks: tuple[str, ...]) -> dict:
@@ -86,11 +100,15 @@ def read_architecture(version_dir: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def load(version_dir: Path):
+def load(version_dir: Path, signature: str = SIGNATURE):
     """Load a saved graph; returns a callable from feature arrays to ``pcvr`` (a numpy array;
     a dict of them for a graph of several towers)."""
-    loaded = tf.saved_model.load(str(version_dir))
-    serve = loaded.signatures[SIGNATURE]
+    return predictor(tf.saved_model.load(str(version_dir)), signature)
+
+
+def predictor(loaded, signature: str = SIGNATURE):
+    """The callable of one signature of a loaded SavedModel; ``predict.loaded`` is the model."""
+    serve = loaded.signatures[signature]
 
     def predict(inputs: dict):
         tensors = {

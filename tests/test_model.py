@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from model.dcn import ModelConfig, build, multitask_loss  # noqa: E402
-from model.export import export, load  # noqa: E402
+from model.export import SOFT, export, export_version, load  # noqa: E402
 from model.features import FeatureSpec  # noqa: E402
 from model.optimizer import SparseAdam  # noqa: E402
 
@@ -168,6 +168,19 @@ def test_soft_tower_exports_the_same_way(tmp_path):
     model = build(small(), inputs)
     predict = load(export(model, "soft", tmp_path / "1"))
     np.testing.assert_allclose(predict(inputs), model(inputs)["soft"].numpy(), atol=1e-6)
+
+
+def test_a_model_version_serves_each_tower_from_one_stored_trunk(tmp_path):
+    inputs, _, _ = batch()
+    model = build(small(), inputs)
+    export_version(model, tmp_path / "1")
+    out = model(inputs)
+    np.testing.assert_allclose(load(tmp_path / "1")(inputs), out["hard"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(load(tmp_path / "1", SOFT)(inputs), out["soft"].numpy(), atol=1e-6)
+    saved = sum(int(np.prod(shape)) for name, shape in
+                tf.train.list_variables(str(tmp_path / "1" / "variables" / "variables"))
+                if name.endswith("VARIABLE_VALUE"))  # fmt: skip
+    assert saved == sum(int(np.prod(w.shape)) for w in model.weights), "every weight stored once"
 
 
 def test_exporting_a_tower_the_model_lacks_is_refused(tmp_path):

@@ -21,6 +21,7 @@ from kafka import KafkaProducer
 
 from deploy.kafka.broker import free_port
 from deploy.serving.graphs import GraphLoader, RefusedVersion, Slot, probe
+from deploy.serving.weights import WeightsMismatch
 from model.dcn import ModelConfig, build
 from model.export import export_version
 from model.features import FeatureSpec
@@ -90,6 +91,17 @@ def test_a_version_of_the_same_architecture_is_read_into_the_replaced_slot(tmp_p
     loader.retire(second)
     wider = loader.load(write_version(registry, seed=3, embedding_dim=8))
     assert wider.load == "full" and wider.slot is not second.slot
+
+
+def test_weights_of_another_shape_are_refused_before_any_variable_is_written(tmp_path):
+    registry = Registry(tmp_path / "registry", keep=50)
+    slot = Slot.load(registry.path(write_version(registry, seed=1)))
+    batch = probe(slot.inputs)
+    before = slot.hard(batch)
+    other = registry.path(write_version(registry, seed=2, embedding_dim=8))
+    with pytest.raises(WeightsMismatch, match="variables differ"):
+        slot.read_weights(other)
+    np.testing.assert_array_equal(slot.hard(batch), before)
 
 
 def test_a_nan_version_read_into_a_spare_is_refused_and_the_spare_dropped(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from model.dcn import ModelConfig, build
-from model.export import load
+from model.export import SOFT, load
 from model.features import FeatureSpec, records_to_inputs
 from model.training import predict
 from rarecvr.produce import produce
@@ -76,13 +76,13 @@ def test_windows_publish_verified_versions_whose_progressive_hard_rig_improves(
     published = [h for h in history if h["version"]]
     assert len(published) >= 3
     assert registry.versions() == [h["version"] for h in published][-registry.keep :]
+    sample = {n: np.array([b"x", b"y"]) for n in CATEGORICAL_FEATURES}
+    sample |= {n: np.array([1.0, 2.0], np.float32) for n in NUMERIC_FEATURES}
     for version in registry.versions():
         manifest = registry.verify(version)
         assert manifest["assignment_epoch"] == 1
-        assert (registry.path(version) / "soft" / "saved_model.pb").exists()
+        assert np.isfinite(load(registry.path(version), SOFT)(sample)).all(), "soft signature"
     graph = load(registry.path(registry.serving()))
-    sample = {n: np.array([b"x", b"y"]) for n in CATEGORICAL_FEATURES}
-    sample |= {n: np.array([1.0, 2.0], np.float32) for n in NUMERIC_FEATURES}
     assert np.isfinite(graph(sample)).all()
     rigs = [h["progressive"]["hard_rig"] for h in history if h["progressive"]]
     rigs = [r for r in rigs if r is not None]

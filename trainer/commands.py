@@ -71,7 +71,7 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
           max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, metrics_port,
           max_windows) -> None:  # fmt: skip
     """Train the multi-task model on each window of labeled examples and publish validated
-    hard-only graphs (with the soft tower's graph beside them) to the registry.
+    hard-only graphs (with the soft tower as a second signature) to the registry.
 
     Resumes where it stopped: the state directory holds the next window's offsets and the last
     good checkpoint. SIGTERM or Ctrl-C stops between records; the open window is read again.

@@ -3,8 +3,8 @@
 Layout (each version directory is a SavedModel that TF Serving can load as model ``hard``)::
 
     <registry>/
-      3/  saved_model.pb  variables/   the hard-only graph (TF Serving layout)
-          soft/                         the soft tower's graph, for soft candidates
+      3/  saved_model.pb  variables/   signature serving_default: the hard-only graph;
+                                        soft: the soft tower, for soft candidates
           manifest.json                 sha256 of every file, metrics, window, epoch, parent
       4/  ...
       PINNED                            optional: the version replicas must serve

@@ -7,8 +7,8 @@ graphs it has. Loading happens off the request path; the swap is one reference a
 Loading a SavedModel costs seconds of Python work under the GIL (requests wait) and memory that
 TensorFlow does not give back. Successive versions from one trainer share their architecture,
 so the loader keeps the slot of the version it replaced as a spare and, when the new version's
-architecture file matches, reads only the new variables into it (tens of milliseconds, no new
-memory). Any other version is loaded in full.
+architecture file matches, reads only the new variables into it (``weights.WeightsReader``: one
+compiled call, off the GIL; no new memory). Any other version is loaded in full.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from model.export import load, read_architecture
+from deploy.serving.weights import WeightsReader
+from model.export import SIGNATURE, SOFT, predictor, read_architecture
 from trainer.registry import Registry
 
 
@@ -37,9 +38,11 @@ class Slot:
     """Loaded hard and soft graphs, counted while requests use them so that their variables are
     only overwritten when nothing runs on them."""
 
-    def __init__(self, hard, soft, architecture: str | None):
-        self.hard, self.soft, self.architecture = hard, soft, architecture
-        signature = hard.loaded.signatures["serving_default"].structured_input_signature[1]
+    def __init__(self, loaded, version_dir: Path):
+        self.loaded, self.architecture = loaded, read_architecture(version_dir)
+        self.weights = WeightsReader(loaded, version_dir)
+        self.hard, self.soft = predictor(loaded, SIGNATURE), predictor(loaded, SOFT)
+        signature = loaded.signatures[SIGNATURE].structured_input_signature[1]
         self.inputs = {n: ("string" if s.dtype.name == "string" else "float")
                        for n, s in signature.items()}  # fmt: skip
         self._users = 0
@@ -47,7 +50,7 @@ class Slot:
 
     @classmethod
     def load(cls, version_dir: Path) -> Slot:
-        return cls(load(version_dir), load(version_dir / "soft"), read_architecture(version_dir))
+        return cls(tf.saved_model.load(str(version_dir)), version_dir)
 
     def acquire(self) -> None:
         with self._idle:
@@ -63,13 +66,9 @@ class Slot:
             return self._idle.wait_for(lambda: self._users == 0, timeout)
 
     def read_weights(self, version_dir: Path) -> None:
-        """Overwrite every variable with the version's; fails unless the checkpoints and the
-        graphs match one to one."""
-        for graph, directory in ((self.hard, version_dir), (self.soft, version_dir / "soft")):
-            status = tf.train.Checkpoint(root=graph.loaded).read(
-                str(directory / "variables" / "variables")
-            )
-            status.assert_consumed()
+        """Overwrite every variable with the version's; fails unless the checkpoint and the
+        graph match one to one."""
+        self.weights.read(version_dir)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -118,6 +119,9 @@ class Replica:
         log.warning("serving version %d (was %s; %s load)", graphs.version, current, graphs.load)
 
     def _follow(self) -> None:
+        # Checksums and weight reads run only when no request needs the CPU (Linux SCHED_IDLE,
+        # per thread). Under a load that leaves no idle CPU they wait: add replicas.
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
         consumer = KafkaConsumer(bootstrap_servers=self.cfg.bootstrap, group_id=None,
                                  enable_auto_commit=False)  # fmt: skip
         tp = TopicPartition(MODEL_UPDATES.name, 0)
