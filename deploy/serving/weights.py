@@ -5,10 +5,10 @@ tens of milliseconds holding the GIL, which requests on the replica's event loop
 ``WeightsReader`` walks it once, when the slot is loaded, resolving every variable's checkpoint
 key (``trunk/towers/0/.../.ATTRIBUTES/VARIABLE_VALUE``) to the loaded variable. A read checks
 that the new checkpoint holds exactly those keys with the same shapes and dtypes (anything else
-is refused before a variable is touched), then runs one ``RestoreV2`` and an assign per
-variable, eagerly: the bytes are moved by TensorFlow off the GIL, in the calling thread, so that
-thread's scheduling priority applies to them (a compiled ``tf.function`` would run them on
-TensorFlow's shared threads, beside requests).
+is refused before a variable is touched), then restores (``RestoreV2``) and assigns one
+variable at a time, eagerly: TensorFlow moves the bytes off the GIL, in the calling thread, so
+that thread's scheduling priority applies (a compiled ``tf.function`` would run them on
+TensorFlow's shared threads, beside requests), and holds one variable's copy at a time.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class WeightsReader:
                 k for k in found if found[k] != self.expected[k]
             )
             raise WeightsMismatch(f"variables differ from the loaded graph's: {differing[:3]}")
-        slices = [""] * len(self.keys)
-        values = tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=self.keys,
-                                      shape_and_slices=slices, dtypes=self._dtypes)  # fmt: skip
-        for variable, value in zip(self._variables, values, strict=True):
+        for key, variable, dtype in zip(self.keys, self._variables, self._dtypes, strict=True):
+            # one tensor at a time: the memory held for a copy is one variable's, not the model's
+            (value,) = tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[key],
+                                            shape_and_slices=[""], dtypes=[dtype])  # fmt: skip
             variable.assign(value)
