@@ -107,7 +107,7 @@ def load(version_dir: Path, signature: str = SIGNATURE):
 
 
 def predictor(loaded, signature: str = SIGNATURE):
-    """The callable of one signature of a loaded SavedModel; ``predict.loaded`` is the model."""
+    """The callable of one signature of a loaded SavedModel."""
     serve = loaded.signatures[signature]
 
     def predict(inputs: dict):
@@ -120,5 +120,4 @@ def predictor(loaded, signature: str = SIGNATURE):
             return out[OUTPUT].numpy()
         return {name: value.numpy() for name, value in out.items()}
 
-    predict.loaded = loaded
     return predict

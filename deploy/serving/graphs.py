@@ -7,8 +7,8 @@ graphs it has. Loading happens off the request path; the swap is one reference a
 Loading a SavedModel costs seconds of Python work under the GIL (requests wait) and memory that
 TensorFlow does not give back. Successive versions from one trainer share their architecture,
 so the loader keeps the slot of the version it replaced as a spare and, when the new version's
-architecture file matches, reads only the new variables into it (``weights.WeightsReader``: one
-compiled call, off the GIL; no new memory). Any other version is loaded in full.
+architecture file matches, reads only the new variables into it (``weights.WeightsReader``: off the
+GIL, one variable at a time; no new memory). Any other version is loaded in full.
 """
 
 from __future__ import annotations
