@@ -70,23 +70,10 @@ def percentile(values: list, q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clicks", type=int, default=5_000_000)
-    parser.add_argument("--days", type=float, default=28.0)
-    parser.add_argument("--seed", type=int, default=7)
-    defaults = PolicyParams()
-    parser.add_argument("--confidence", type=float, default=defaults.confidence)
-    parser.add_argument("--online-margin", type=float, default=defaults.online_margin)
-    parser.add_argument("--dwell-hours", type=float, default=defaults.min_dwell_ms / HOUR_MS)
-    args = parser.parse_args()
-    cfg = replace(SimConfig(), clicks=args.clicks, days=args.days, seed=args.seed)
-    params = PolicyParams(alpha=cfg.alpha, confidence=args.confidence,
-                          online_margin=args.online_margin,
-                          min_dwell_ms=int(args.dwell_hours * HOUR_MS))  # fmt: skip
-    started = time.perf_counter()
-    market = Marketplace(cfg)
-    clicks, conversions, delays = hourly_counts(market)
+def evaluate(market: Marketplace, counts: tuple, params: PolicyParams) -> dict:
+    """Replay both rules hour by hour over ``hourly_counts(market)``; the benchmark's figures."""
+    clicks, conversions, delays = counts
+    cfg = market.cfg
     n, hours = clicks.shape
     groups = [f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
               for t, c in zip(market.type_tag, market.category_tag, strict=True)]  # fmt: skip
@@ -150,8 +137,28 @@ def main() -> None:
         "reassign_delay_h_p90": percentile(crossing_delays, 90),
         "reassign_delay_h_max": percentile(crossing_delays, 100),
         "crossings_not_reassigned_by_end": never,
-        "seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=5_000_000)
+    parser.add_argument("--days", type=float, default=28.0)
+    parser.add_argument("--seed", type=int, default=7)
+    defaults = PolicyParams()
+    parser.add_argument("--confidence", type=float, default=defaults.confidence)
+    parser.add_argument("--online-margin", type=float, default=defaults.online_margin)
+    parser.add_argument("--dwell-hours", type=float, default=defaults.min_dwell_ms / HOUR_MS)
+    args = parser.parse_args()
+    cfg = replace(SimConfig(), clicks=args.clicks, days=args.days, seed=args.seed)
+    params = PolicyParams(alpha=cfg.alpha, confidence=args.confidence,
+                          online_margin=args.online_margin,
+                          min_dwell_ms=int(args.dwell_hours * HOUR_MS))  # fmt: skip
+    started = time.perf_counter()
+    market = Marketplace(cfg)
+    result = evaluate(market, hourly_counts(market), params)
+    result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
 
 
