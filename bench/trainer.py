@@ -31,16 +31,16 @@ import numpy as np
 from deploy.kafka import Broker, fetch
 from model.dcn import ModelConfig
 from model.export import export_version
-from model.features import FeatureSpec, records_to_inputs
+from model.features import FeatureSpec
 from model.training import fit
 from rarecvr.produce import produce
 from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from trainer.examples import Examples, parse
 from trainer.loop import Trainer, TrainerConfig
 from trainer.registry import Registry
-from trainer.windows import label_time
 
 HOUR_MS = 3_600_000
 
@@ -59,17 +59,14 @@ class TimedTrainer(Trainer):
         return entry
 
 
-def trained_examples(market: Marketplace, run, window_ms: int, n: int) -> list[dict]:
+def trained_examples(market: Marketplace, run, window_ms: int, n: int, spec) -> Examples:
     """The window's ``n`` oldest examples by label time, regenerated (the simulator is
     deterministic): the examples the window trained on, up to labels that arrived late."""
-    out = []
-    for record in labeled_examples(market):
-        example = json.loads(record.value)
-        t = label_time(example, run.attribution_window_ms)
-        if run.start_ms <= t < run.start_ms + window_ms:
-            out.append((t, example))
-    out.sort(key=lambda item: item[0])
-    return [example for _, example in out[:n]]
+    examples, bad = parse([record.value for record in labeled_examples(market)], spec)
+    assert not bad, bad[:3]
+    t = examples.label_time(run.attribution_window_ms)
+    inside = np.flatnonzero((run.start_ms <= t) & (t < run.start_ms + window_ms))
+    return examples.take(inside[np.argsort(t[inside], kind="stable")][:n])
 
 
 def main() -> None:
@@ -102,18 +99,15 @@ def main() -> None:
     entry = trainer.state.history[-1]
     trained = entry["trained_examples"]
     window_rate = trained / (trainer.t_trained - trainer.t_start)
-    examples = trained_examples(market, trainer.window, window_ms, trained)
-    records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": e["advertiser_id"]}
-               for e in examples]  # fmt: skip
-    inputs = records_to_inputs(records, model.features)
-    labels = np.array([e["label"] for e in examples], np.float32)
+    examples = trained_examples(market, trainer.window, window_ms, trained, model.features)
+    labels = examples.meta["label"].astype(np.float32)
     hard = trainer.tasks_of(examples)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         Registry(Path(tmp)).publish(lambda d: export_version(trainer.window.candidate, d), {})
         publish_step_s = time.perf_counter() - started
     started = time.perf_counter()
-    fit(model, inputs, labels, hard, batch=cfg.batch)
+    fit(model, examples.inputs, labels, hard, batch=cfg.batch)
     fit_rate = len(examples) / (time.perf_counter() - started)
     print(json.dumps({
         "window_examples_per_s": round(window_rate),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from rarecvr.contracts import ContractError, TaskAssignment, decode
@@ -57,9 +58,9 @@ class AssignmentReader:
         with self.lock:
             return self.view.task(setup_id, group)
 
-    def task_as_of(self, setup_id: str, ts_ms: int, group: str | None = None) -> tuple[str, int]:
+    def hard_as_of(self, setup_id: str, ts_ms: np.ndarray, group: str | None = None) -> np.ndarray:
         with self.lock:
-            return self.view.task_as_of(setup_id, ts_ms, group)
+            return self.view.hard_as_of(setup_id, ts_ms, group)
 
     def snapshot(self) -> dict[str, dict]:
         with self.lock:

@@ -15,6 +15,8 @@ True
 True
 >>> view.task("s1"), view.task_as_of("s1", 200), view.task_as_of("s1", 900)
 (('soft', 2), ('hard', 1), ('soft', 2))
+>>> view.hard_as_of("s1", np.array([200, 900, 50])).tolist()  # many event times at once
+[True, False, True]
 >>> view.task("new-setup", group="retail/purchase")  # a setup never seen: its peers' answer
 ('hard', 0)
 >>> view.task("new-setup")  # no peers either: the configured cold-start task
@@ -24,6 +26,8 @@ True
 from __future__ import annotations
 
 import bisect
+
+import numpy as np
 
 from rarecvr.contracts import TaskAssignment
 from stabilizer.peers import fit_prior
@@ -74,6 +78,15 @@ class AssignmentView:
         i = bisect.bisect_right(steps, (ts_ms, "~", float("inf"))) - 1
         _, task, epoch = steps[max(i, 0)]
         return task, epoch
+
+    def hard_as_of(self, setup_id: str, ts_ms: np.ndarray, group: str | None = None) -> np.ndarray:
+        """Whether the setup was hard at each of these event times (as ``task_as_of``)."""
+        steps = self.history.get(setup_id)
+        if not steps:
+            return np.full(len(ts_ms), self.cold_start(group) == "hard")
+        starts = np.array([valid_from for valid_from, _, _ in steps])
+        hard = np.array([task == "hard" for _, task, _ in steps])
+        return hard[np.maximum(np.searchsorted(starts, ts_ms, side="right") - 1, 0)]
 
     def cold_start(self, group: str | None) -> str:
         """The stabilizer's answer for a setup never seen: from its peer group's evidence."""

@@ -25,11 +25,11 @@ from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from trainer.examples import Examples
 from trainer.gate import judge, score
 from trainer.loop import Trainer, TrainerConfig, TrainerState
 from trainer.registry import Registry
 from trainer.window_run import WindowRun
-from trainer.windows import label_time
 
 HOUR_MS = 3_600_000
 WINDOW_MS = 12 * HOUR_MS
@@ -208,8 +208,10 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
                 for i, t in enumerate(rng.integers(0, 1000, 400))]  # fmt: skip
     for e in examples[::5]:  # a positive's label is final at its conversion
         e["label"], e["conversion_ts_ms"] = 1, e["click_ts_ms"] + 3
-    examples.sort(key=lambda e: label_time(e, 10))  # they arrive in label-time order
-    hard = lambda chunk: np.array([e["setup_id"] in ("s0", "s1") for e in chunk])  # noqa: E731
+    order = np.argsort(Examples.from_dicts(examples, spec).label_time(10), kind="stable")
+    examples = [examples[i] for i in order]  # they arrive in label-time order
+    block = Examples.from_dicts(examples, spec)
+    hard = lambda chunk: np.isin(chunk.meta["setup_id"], ["s0", "s1"])  # noqa: E731
     serving = build(tiny, records_to_inputs([{"setup_id": "x"}], spec), {"hard": 0.1, "soft": 0.3})
     before = [w.copy() for w in serving.get_weights()]
 
@@ -218,9 +220,9 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
 
     run = WindowRun(tiny, start_ms=0, tail_share=0.2, attribution_window_ms=10, batch=64,
                     chunk=100, start_models=start_models, tasks_of=hard)  # fmt: skip
-    run.add(examples[:250])
+    run.add(block.take(np.arange(250)))
     assert run.trained == 200  # trained a chunk at a time, 20% of those seen kept pending
-    run.add(examples[250:])
+    run.add(block.take(np.arange(250, 400)))
     run.close()
     figures = run.figures(min_positives=1)
 
@@ -234,6 +236,6 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
     assert all(np.array_equal(a, b) for a, b in zip(before, serving.get_weights(), strict=True))
     records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": "a"} for e in examples]
     labels = np.array([e["label"] for e in examples], np.float32)
-    expected = score(labels, hard(examples), predict(serving, records_to_inputs(records, spec)))
+    expected = score(labels, hard(block), predict(serving, records_to_inputs(records, spec)))
     assert figures["progressive"]["hard_expected"] == pytest.approx(expected["hard_expected"])
     assert figures["progressive"]["soft_rig"] == pytest.approx(expected["soft_rig"])

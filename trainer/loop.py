@@ -30,25 +30,24 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import orjson
 from kafka import KafkaProducer
 
 from model.dcn import ModelConfig, build
 from model.export import export_version
-from rarecvr.contracts import DeadLetter, encode, peer_group
+from rarecvr.contracts import DeadLetter, encode
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
 from trainer import checkpoint, metrics
+from trainer.examples import Examples, parse
 from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
 from trainer.gate import GateParams, judge
 from trainer.registry import Registry
 from trainer.window_run import WindowRun
-from trainer.windows import WindowAssembler, label_time
+from trainer.windows import WindowAssembler
 
 log = logging.getLogger("rarecvr.trainer")
 DAY_MS = 86_400_000
-REQUIRED = ("click_id", "setup_id", "features", "label", "click_ts_ms")
 
 
 @dataclass(frozen=True)
@@ -128,14 +127,14 @@ class Trainer:
                 batch = feed.get(timeout=0.5)
                 if batch is None:
                     continue
-                if batch.items:
+                if batch.blocks:
                     last_record = time.monotonic()
                 elif idle_stop_s is not None and time.monotonic() - last_record > idle_stop_s:
                     return
-                for partition, offset, example in batch.items:
-                    t = label_time(example, cfg.attribution_window_ms)
-                    assembler.add(partition, offset, t, example)
-                if len(assembler.current) >= cfg.chunk:
+                for partition, offsets, examples in batch.blocks:
+                    times = examples.label_time(cfg.attribution_window_ms)
+                    assembler.add(partition, offsets, times, examples)
+                if assembler.rows >= cfg.chunk:
                     run = run or self._window_run(assembler.start_ms)
                     run.add(assembler.take())
                 while assembler.ready(batch.caught_up):
@@ -147,7 +146,7 @@ class Trainer:
                     run, windows_done = None, windows_done + 1
                     if max_windows is not None and windows_done >= max_windows:
                         return
-                metrics.BUFFERED.set(len(assembler.current))
+                metrics.BUFFERED.set(assembler.rows)
         finally:
             feed.stop()
             self.reader.stop()
@@ -159,31 +158,35 @@ class Trainer:
         return WindowRun(cfg.model, start_ms, cfg.gate.tail_share, cfg.attribution_window_ms,
                          cfg.batch, cfg.chunk, self._start_models, self.tasks_of)  # fmt: skip
 
-    def _parse(self, record) -> dict | None:
-        """A labeled example as a dict; a malformed record goes to the dead-letter topic."""
-        try:
-            example = orjson.loads(record.value)
-            missing = [k for k in REQUIRED if k not in example]
-            if missing:
-                raise ValueError(f"labeled_example.{missing[0]}: missing")
-            return example
-        except ValueError as error:
-            reason = str(error).split(":")[0] if "labeled_example." in str(error) else "not_json"
+    def _parse(self, records: list) -> tuple[Examples, np.ndarray]:
+        """A partition's records of one fetch as columns, with their offsets; malformed records
+        go to the dead-letter topic."""
+        examples, bad = parse([r.value for r in records], self.cfg.model.features)
+        offsets = np.array([r.offset for r in records], dtype=np.int64)
+        for i, reason, detail in bad:
+            record = records[i]
             letter = DeadLetter(topic=record.topic, partition=record.partition,
-                                offset=record.offset, reason=reason[:256], detail=str(error)[:2000],
-                                raw_b64=base64.b64encode(record.value).decode())  # fmt: skip
+                                offset=record.offset, reason=reason[:256], detail=detail[:2000],
+                                raw_b64=base64.b64encode(record.value or b"").decode())  # fmt: skip
             self.producer.send(DEAD_LETTERS.name, value=encode(letter))
             metrics.MALFORMED.inc()
-            return None
+        if bad:
+            offsets = np.delete(offsets, [i for i, _, _ in bad])
+        return examples, offsets
 
     # -- one window -------------------------------------------------------------------------
-    def tasks_of(self, examples: list[dict]) -> np.ndarray:
-        """Each example's task as of its click time: True where hard."""
-        return np.array([
-            self.reader.task_as_of(e["setup_id"], e["click_ts_ms"], peer_group(e["features"]))[0]
-            == "hard"
-            for e in examples
-        ])  # fmt: skip
+    def tasks_of(self, examples: Examples) -> np.ndarray:
+        """Each example's task as of its click time: True where hard (looked up per setup)."""
+        setups, first, which = np.unique(examples.meta["setup_id"], return_index=True,
+                                         return_inverse=True)  # fmt: skip
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(setups) + 1))
+        clicks, groups = examples.meta["click_ts_ms"], examples.meta["group"]
+        hard = np.zeros(len(examples), dtype=bool)
+        for k, setup in enumerate(setups):
+            rows = order[bounds[k] : bounds[k + 1]]
+            hard[rows] = self.reader.hard_as_of(setup, clicks[rows], groups[first[k]].decode())
+        return hard
 
     def finish_window(self, run: WindowRun, end_offsets: dict[str, int]) -> dict:
         """Gate the window's candidate, publish it if it passes, and save the trainer's state."""

@@ -21,10 +21,9 @@ from collections.abc import Callable
 import numpy as np
 
 from model.dcn import ModelConfig
-from model.features import records_to_inputs
 from model.training import fit, predict
+from trainer.examples import Examples
 from trainer.gate import score
-from trainer.windows import label_time
 
 #: (first chunk's inputs, labels, hard) -> (warm-started candidate, serving model or None)
 StartModels = Callable[[dict, np.ndarray, np.ndarray], tuple[object, object | None]]
@@ -33,7 +32,7 @@ StartModels = Callable[[dict, np.ndarray, np.ndarray], tuple[object, object | No
 class WindowRun:
     def __init__(self, model: ModelConfig, start_ms: int, tail_share: float,
                  attribution_window_ms: int, batch: int, chunk: int, start_models: StartModels,
-                 tasks_of: Callable[[list[dict]], np.ndarray]):  # fmt: skip
+                 tasks_of: Callable[[Examples], np.ndarray]):  # fmt: skip
         self.model, self.batch, self.chunk = model, batch, chunk
         self.start_ms, self.tail_share = start_ms, tail_share
         self.attribution_window_ms = attribution_window_ms
@@ -49,20 +48,16 @@ class WindowRun:
     def examples(self) -> int:
         return sum(labels.size for labels, *_ in self.seen)
 
-    def add(self, examples: list[dict]) -> None:
+    def add(self, examples: Examples | None) -> None:
         """Score a chunk with the serving model, then train on the oldest pending examples while
         enough stay pending to form the tail."""
-        if not examples:
+        if examples is None or not len(examples):
             return
-        records = [e["features"] | {"setup_id": e["setup_id"],
-                                    "advertiser_id": e.get("advertiser_id", "")}
-                   for e in examples]  # fmt: skip
-        inputs = records_to_inputs(records, self.model.features)
-        labels = np.array([e["label"] for e in examples], dtype=np.float32)
+        inputs = examples.inputs
+        labels = examples.meta["label"].astype(np.float32)
         hard = self.tasks_of(examples)
-        true_p = np.array([np.nan if e.get("true_p") is None else e["true_p"] for e in examples],
-                          dtype=np.float64)  # fmt: skip
-        label_ms = np.array([label_time(e, self.attribution_window_ms) for e in examples])
+        true_p = examples.meta["true_p"]
+        label_ms = examples.label_time(self.attribution_window_ms)
         if self.candidate is None:
             self.candidate, self.serving = self.start_models(inputs, labels, hard)
         served = predict(self.serving, inputs) if self.serving is not None else None
