@@ -82,6 +82,20 @@ class Examples:
         converted = (m["label"] == 1) & (m["conversion_ts_ms"] != NO_CONVERSION)
         return np.where(converted, m["conversion_ts_ms"], m["click_ts_ms"] + attribution_window_ms)
 
+    def hard(self, assignments) -> np.ndarray:
+        """Whether each example's setup was hard at its click time, by ``hard_as_of`` of an
+        assignment reader or view: one lookup per setup, not per example."""
+        setups, first, which = np.unique(self.meta["setup_id"], return_index=True,
+                                         return_inverse=True)  # fmt: skip
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(setups) + 1))
+        clicks, groups = self.meta["click_ts_ms"], self.meta["group"]
+        hard = np.zeros(len(self), dtype=bool)
+        for k, setup in enumerate(setups):
+            rows = order[bounds[k] : bounds[k + 1]]
+            hard[rows] = assignments.hard_as_of(setup, clicks[rows], groups[first[k]].decode())
+        return hard
+
     @classmethod
     def from_dicts(cls, examples: list[dict], spec: FeatureSpec) -> Examples:
         """Columns from parsed examples, as the replicas turn requests into inputs."""

@@ -176,17 +176,8 @@ class Trainer:
 
     # -- one window -------------------------------------------------------------------------
     def tasks_of(self, examples: Examples) -> np.ndarray:
-        """Each example's task as of its click time: True where hard (looked up per setup)."""
-        setups, first, which = np.unique(examples.meta["setup_id"], return_index=True,
-                                         return_inverse=True)  # fmt: skip
-        order = np.argsort(which, kind="stable")
-        bounds = np.searchsorted(which[order], np.arange(len(setups) + 1))
-        clicks, groups = examples.meta["click_ts_ms"], examples.meta["group"]
-        hard = np.zeros(len(examples), dtype=bool)
-        for k, setup in enumerate(setups):
-            rows = order[bounds[k] : bounds[k + 1]]
-            hard[rows] = self.reader.hard_as_of(setup, clicks[rows], groups[first[k]].decode())
-        return hard
+        """Each example's task as of its click time, from the assignments topic."""
+        return examples.hard(self.reader)
 
     def finish_window(self, run: WindowRun, end_offsets: dict[str, int]) -> dict:
         """Gate the window's candidate, publish it if it passes, and save the trainer's state."""
