@@ -60,7 +60,10 @@ class TrainerConfig:
     attribution_window_ms: int = 7 * DAY_MS
     gate: GateParams = field(default_factory=GateParams)
     batch: int = 1024  #: small: a window is a few hundred steps, not a few
-    chunk: int = 65_536  #: examples trained at a time while a window fills
+    #: Examples trained at a time while a window fills. Large, and little read ahead: on 2 cores
+    #: reading beside training slows training more than overlapping them gains (BENCHMARKS.md).
+    chunk: int = 262_144
+    read_ahead: int = 2  #: fetches (up to 20,000 records each) parsed ahead of the trainer
     keep_versions: int = 5
     group: str | None = None  #: consumer group (for lag only); default: prefix + "trainer"
 
@@ -117,7 +120,7 @@ class Trainer:
         start = {p: self.state.offsets.get(str(p)) for p in partitions}
         feed = ExampleFeed(cfg.bootstrap, LABELED_EXAMPLES.name, partitions,
                            cfg.group or settings.topic_prefix() + "trainer", start,
-                           self._parse).start()  # fmt: skip
+                           self._parse, max_batches=cfg.read_ahead).start()  # fmt: skip
         assembler = WindowAssembler(cfg.window_ms, partitions)
         run: WindowRun | None = None
         windows_done, last_record = 0, time.monotonic()
