@@ -30,6 +30,7 @@ would make them (the replicas' path), so training and serving hash the same stri
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from model.features import FeatureSpec, records_to_inputs
-from rarecvr.contracts import PEER_TAGS
+from rarecvr.contracts import PEER_TAGS, peer_group
 
 REQUIRED = ("click_id", "setup_id", "features", "label", "click_ts_ms")
 #: Top-level fields read by name; anything else in a record is ignored.
@@ -104,18 +105,12 @@ class Examples:
                    for e in examples]  # fmt: skip
         meta = {
             "setup_id": np.array([e["setup_id"] for e in examples], dtype=object),
-            "group": np.array(
-                [
-                    "/".join(str(e["features"].get(t, "")) for t in PEER_TAGS).encode()
-                    for e in examples
-                ],
-                dtype=object,
-            ),  # fmt: skip
+            "group": np.array([peer_group(e["features"]).encode() for e in examples], object),
             "label": np.array([e["label"] for e in examples], dtype=np.int8),
             "click_ts_ms": np.array([e["click_ts_ms"] for e in examples], dtype=np.int64),
             "conversion_ts_ms": np.array(
-                [_or(e.get("conversion_ts_ms"), NO_CONVERSION) for e in examples], dtype=np.int64
-            ),  # fmt: skip
+                [_or(e.get("conversion_ts_ms"), NO_CONVERSION) for e in examples], np.int64
+            ),
             "true_p": np.array([_or(e.get("true_p"), np.nan) for e in examples], np.float64),
         }
         return cls(records_to_inputs(records, spec), meta)
@@ -202,7 +197,7 @@ def _from_table(table: pa.Table, spec: FeatureSpec) -> Examples:
     groups = [_as_bytes(column(tag), n) for tag in PEER_TAGS]
     meta = {
         "setup_id": table["setup_id"].to_numpy(),
-        "group": groups[0] + b"/" + groups[1],
+        "group": functools.reduce(lambda a, b: a + b"/" + b, groups),  # as ``peer_group``
         "label": table["label"].to_numpy().astype(np.int8),
         "click_ts_ms": table["click_ts_ms"].to_numpy(),
         "conversion_ts_ms": table["conversion_ts_ms"].fill_null(NO_CONVERSION).to_numpy(),
