@@ -34,9 +34,14 @@ POLICY = PolicyParams()
 @click.option("--dwell-hours", type=float, show_default=True,
               default=POLICY.min_dwell_ms / 3_600_000,
               help="Stabilizer: event time a setup keeps a task before it may change.")  # fmt: skip
+@click.option("--step-events", type=int, default=10_000, show_default=True,
+              envvar="RARECVR_STEP_EVENTS",
+              help="Events per agent step: a step writes each table key and sends each "
+                   "setup's CVR deltas once. Larger is faster, holds the loop longer.")  # fmt: skip
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_life_days,
-           alpha, online_margin, confidence, dwell_hours, loglevel) -> None:  # fmt: skip
+           alpha, online_margin, confidence, dwell_hours, step_events,
+           loglevel) -> None:  # fmt: skip
     """Run a stream worker: attribution, labels, decayed CVR per setup and the stabilizer's
     task assignments (Faust, RocksDB). Serves /cvr/<setup>, /assignments, /metrics, /healthz.
 
@@ -64,6 +69,7 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
         # several buckets per window).
         cvr=CvrParams(half_life_ms=int(half_life_days * DAY_MS), window_ms=window,
                       bucket_ms=max(min(3 * 3_600_000, window // 8), 60_000)),
+        step_events=step_events,
     )  # fmt: skip
     if prepare_data_dir(data_dir):
         click.echo("previous stop was not clean: tables will be restored from their changelogs")

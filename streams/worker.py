@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import base64
 import heapq
-import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -56,6 +57,7 @@ from streams.attribution import (
     on_watermark,
     positive_effects,
 )
+from streams.step import Step
 from streams.watermark import Watermark
 
 STREAMS = ("clicks", "conversions")
@@ -74,6 +76,10 @@ class WorkerConfig:
     rules: Rules = field(default_factory=Rules)
     cvr: cvr.CvrParams = field(default_factory=cvr.CvrParams)
     commit_interval_s: float = 1.0
+    #: Events per agent step (``stream.take_events``), and how long a step waits to fill: the
+    #: step's table writes and outputs are sent once per key and setup (``streams.step``).
+    step_events: int = 10_000
+    step_within_s: float = 0.5
     #: How soon the group notices a worker that died: its partitions wait this long.
     session_timeout_s: float = 10.0
 
@@ -95,12 +101,15 @@ def mark_clean(data_dir: Path) -> None:
     (data_dir / CLEAN_MARK).write_text("the worker stopped cleanly; its tables are current\n")
 
 
-def delta_message(effect: CvrDelta, source: str, offset: int) -> bytes:
-    """A CVR delta as sent to ``rarecvr.cvr-deltas``; ``source`` and ``offset`` make it unique."""
-    delta = {"setup_id": effect.setup_id, "kind": effect.kind, "ts_ms": effect.ts_ms,
-             "delay_ms": effect.delay_ms, "source": source, "offset": offset,
-             "group": effect.group}  # fmt: skip
-    return json.dumps(delta).encode()
+def delta_entry(effect: CvrDelta, source: str, offset: int) -> dict:
+    """One CVR delta; ``source`` and ``offset`` (of the record that caused it) make it unique."""
+    return {"kind": effect.kind, "ts_ms": effect.ts_ms, "delay_ms": effect.delay_ms,
+            "source": source, "offset": offset, "group": effect.group}  # fmt: skip
+
+
+def delta_message(setup_id: str, entries: list[dict]) -> bytes:
+    """A setup's CVR deltas of one step, in order, as sent to ``rarecvr.cvr-deltas``."""
+    return orjson.dumps({"v": 2, "setup_id": setup_id, "deltas": entries})
 
 
 class Partitions:
@@ -163,18 +172,34 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     async def on_recovered():
         parts.stale = True  # rebuild the index from the tables as recovered
 
-    async def emit(effects: list, kind: str, partition: int, offset: int) -> None:
+    def collect(step: Step, effects: list, kind: str, partition: int, offset: int) -> None:
+        """Hold an event's effects in the step: labels and CVR deltas to send, counts."""
         for effect in effects:
             if isinstance(effect, Label):
-                example = effect.example
-                labeled.send_soon(key=example["click_id"].encode(),
-                                  value=json.dumps(example).encode())  # fmt: skip
-                metrics.LABELS.labels(str(example["label"])).inc()
+                step.labels.append(effect.example)
             elif isinstance(effect, CvrDelta):
-                delta = delta_message(effect, f"{kind}:{partition}:{effect.kind}", offset)
-                deltas.send_soon(key=effect.setup_id.encode(), value=delta)
+                step.delta(effect.setup_id, delta_entry(effect, f"{kind}:{partition}:{effect.kind}",
+                                                        offset))  # fmt: skip
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
+
+    def finish(stream, step: Step, moved: dict) -> None:
+        """Write the step's states and the watermarks that ``moved`` (partition -> an event of
+        it), then send its labels and CVR deltas."""
+        for key, value, event in step.writes():
+            stream._set_current_event(event)  # a table write goes to the current event's partition
+            if value is None:
+                del states[key]
+            else:
+                states[key] = value
+        for p, event in moved.items():
+            stream._set_current_event(event)
+            marks[str(p)] = parts.watermarks[p].saved()
+        for example in step.labels:
+            labeled.send_soon(key=example["click_id"].encode(), value=orjson.dumps(example))
+            metrics.LABELS.labels(str(example["label"])).inc()
+        for setup_id, entries in step.deltas.items():
+            deltas.send_soon(key=setup_id.encode(), value=delta_message(setup_id, entries))
 
     async def committed_offsets() -> dict[TP, int]:
         """The group's committed offsets, asked of the broker. (The consumer's own record of
@@ -188,7 +213,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         return {TP(tp.topic, tp.partition): meta.offset
                 for tp, meta in offsets.items() if meta.offset >= 0}  # fmt: skip
 
-    async def reload() -> None:
+    def reload(step: Step) -> None:
         """Rebuild watermarks and expiry heaps from the tables after a (re)assignment.
 
         Labels caused by records at or after the committed offset are sent again: the tables
@@ -214,7 +239,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                     effects = (
                         positive_effects(state) if state["label"] == 1 else negative_effects(state)
                     )
-                    await emit([e for e in effects if isinstance(e, Label)], src[0], p, src[2])
+                    step.labels += [e.example for e in effects if isinstance(e, Label)]
                     metrics.OUTCOMES.labels("label_resent_after_restart").inc()
                     resent += 1
         for key, saved in marks.items():
@@ -234,7 +259,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         tp = TP(SOURCE_TOPICS[kind], p)
         return max(parts.committed.get(tp, 0), app.consumer._committed_offset.get(tp) or 0)
 
-    def forget(p: int, keys: list) -> None:
+    def forget(step: Step, p: int, keys: list, event) -> None:
         """Delete the closed states whose records are all committed; keep the others. (Checked
         again only after a commit: a state just closed holds a record not yet committed.)"""
         progress = tuple(committed(kind, p) for kind in STREAMS)
@@ -244,21 +269,21 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         parts.progress[p] = progress
         kept = []
         for key in keys:
-            state = states.get(key)
+            state = step.get(key)
             if state is None or not state.get("closed"):
                 continue  # deleted, or a new event started it over
             if forgettable(state, committed):
-                del states[key]
+                step.delete(key, event)
             else:
                 kept.append(key)
         parts.closed[p] = kept
 
-    async def expire(p: int, watermark: int, source: list) -> None:
+    def expire(step: Step, p: int, watermark: int, source: list, event) -> None:
         heap = parts.heaps.setdefault(p, [])
         closed = parts.closed.get(p, [])
         while heap and heap[0][0] <= watermark:
             _, key = heapq.heappop(heap)
-            state = states.get(key)
+            state = step.get(key)
             if state is None:
                 continue
             due = deadline(state, rules)
@@ -267,70 +292,86 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                 continue
             new, effects = on_watermark(state, watermark, rules)
             if new is None:
-                states[key] = dict(state, closed=dict(parts.watermarks[p].offsets))
+                step.put(key, dict(state, closed=dict(parts.watermarks[p].offsets)), event)
                 closed.append(key)
             else:
                 if effects:
                     new["label_src"] = source
-                states[key] = new
+                step.put(key, new, event)
                 heapq.heappush(heap, (deadline(new, rules), key))
-            await emit(effects, source[0], p, source[2])
-        forget(p, closed)
+            collect(step, effects, source[0], p, source[2])
+        forget(step, p, closed, event)
         metrics.PENDING.labels(str(p)).set(len(heap))
 
-    async def dead_letter(message, value: bytes, error: ContractError) -> None:
+    def dead_letter(message, value: bytes, error: ContractError) -> None:
         letter = DeadLetter(topic=message.topic, partition=message.partition,
                             offset=message.offset, reason=error.reason, detail=str(error),
                             raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
         dead.send_soon(key=message.key, value=encode(letter))
         metrics.DEAD_LETTERS.labels(error.reason).inc()
 
+    def attribute_one(stream, step: Step, event, moved: dict) -> str | None:
+        """Apply one event to the step; its kind, or None for a dead letter."""
+        message = event.message
+        kind = "clicks" if message.topic == CLICKS.name else "conversions"
+        try:
+            parsed = decode(Click if kind == "clicks" else Conversion, event.value)
+        except ContractError as error:
+            dead_letter(message, event.value, error)
+            return None
+        stream._set_current_event(event)  # table reads look in the event's partition
+        p = message.partition
+        wm = parts.watermarks.setdefault(p, Watermark(STREAMS, rules.allowed_lateness_ms))
+        if wm.is_late(kind, parsed.ts_ms):
+            metrics.LATE.labels(kind).inc()
+        key = parsed.event_id if kind == "clicks" else parsed.click_id
+        source = [kind, p, message.offset]
+        old = step.get(key)
+        new, effects, replayed = apply_event(old, kind, parsed.model_dump(), source, rules)
+        if replayed:
+            metrics.OUTCOMES.labels("replayed_after_restart").inc()
+        elif new is not old:
+            new["p"] = p
+            step.put(key, new, event)
+            heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
+        collect(step, effects, kind, p, message.offset)
+        parts.applied[kind, p] = message.offset
+        if wm.observe(kind, parsed.ts_ms, message.offset):
+            moved[p] = event
+            expire(step, p, wm.value, source, event)
+            delay = max(wm.latest.values()) - wm.value
+            metrics.WATERMARK_DELAY.labels(str(p)).set(delay / 1000)
+        return kind
+
     @app.agent(source, name="attribute")
     async def attribute(stream):
-        async for event in stream.events():
-            message = event.message
-            kind = "clicks" if message.topic == CLICKS.name else "conversions"
-            try:
-                parsed = decode(Click if kind == "clicks" else Conversion, event.value)
-            except ContractError as error:
-                await dead_letter(message, event.value, error)
-                continue
-            metrics.EVENTS.labels(kind).inc()
+        async for events in stream.take_events(cfg.step_events, within=cfg.step_within_s):
+            step, moved = Step(states.get), {}
             if parts.stale:
-                await reload()
-            p = message.partition
-            wm = parts.watermarks.setdefault(p, Watermark(STREAMS, rules.allowed_lateness_ms))
-            if wm.is_late(kind, parsed.ts_ms):
-                metrics.LATE.labels(kind).inc()
-            key = parsed.event_id if kind == "clicks" else parsed.click_id
-            source = [kind, p, message.offset]
-            old = states.get(key)
-            new, effects, replayed = apply_event(old, kind, parsed.model_dump(), source, rules)
-            if replayed:
-                metrics.OUTCOMES.labels("replayed_after_restart").inc()
-            elif new is not old:
-                new["p"] = p
-                states[key] = new
-                heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
-            await emit(effects, kind, p, message.offset)
-            parts.applied[kind, p] = message.offset
-            if wm.observe(kind, parsed.ts_ms, message.offset):
-                marks[str(p)] = wm.saved()
-                await expire(p, wm.value, source)
-                delay = max(wm.latest.values()) - wm.value
-                metrics.WATERMARK_DELAY.labels(str(p)).set(delay / 1000)
+                reload(step)
+            kinds = Counter(attribute_one(stream, step, event, moved) for event in events)
+            finish(stream, step, moved)
+            for kind, n in kinds.items():
+                if kind is not None:
+                    metrics.EVENTS.labels(kind).inc(n)
 
     @app.agent(deltas, name="count")
     async def count(stream):
         async for value in stream:
-            delta = json.loads(value)
-            setup = delta["setup_id"]
-            state, applied = cvr.apply(setups.get(setup), delta, params)
+            message = orjson.loads(value)
+            setup = message["setup_id"]
+            entries = message["deltas"] if message.get("v") == 2 else [message]  # v1: one delta
+            state, applied = setups.get(setup), []
+            for delta in entries:
+                state, fresh = cvr.apply(state, delta, params)
+                if fresh:
+                    applied.append(delta["ts_ms"])
             if applied:
                 setups[setup] = state
                 for listener in app.rarecvr_cvr_listeners:
-                    await listener(setup, state, delta["ts_ms"])
-            metrics.CVR_UPDATES.labels("applied" if applied else "replay_skipped").inc()
+                    await listener(setup, state, max(applied))
+            metrics.CVR_UPDATES.labels("applied").inc(len(applied))
+            metrics.CVR_UPDATES.labels("replay_skipped").inc(len(entries) - len(applied))
 
     @app.page("/cvr/{setup_id}")
     @app.table_route(table=setups, match_info="setup_id")
