@@ -7,8 +7,10 @@ Agents and what connects them::
         (keyed by click id, co-partitioned)     │   └──> rarecvr.dead-letters
                                                 └──> rarecvr.cvr-deltas ─> count ─> setup CVR
 
-Outputs are buffered (``send_soon``), not awaited one by one: Faust flushes the producer before
-it commits offsets, which is the guarantee that matters. They share Faust's producer buffer with
+The ``attribute`` agent works in steps of many events (``streams.step``): each table key it
+changed is written once a step, then the step's outputs are sent. Outputs are buffered
+(``send_soon``), not awaited one by one: Faust flushes the producer before it commits offsets,
+which is the guarantee that matters. They share Faust's producer buffer with
 the tables' changelogs, so a label is never delivered ahead of the state change that caused it
 (sending labels straight to the Kafka producer was faster, but a worker taking over partitions
 then restored a state without its conversion while the label was out: a conflicting label).
