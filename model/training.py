@@ -9,9 +9,20 @@ from model.dcn import SINGLE_TASK, ModelConfig, MultiTaskDCN, build
 
 
 def dataset(inputs: dict, labels: np.ndarray, task: np.ndarray, batch: int) -> tf.data.Dataset:
-    """Batches of (inputs, {label, task}) in the given order."""
+    """Batches of (inputs, {label, task}) in the given order.
+
+    Each batch is one slice of the whole arrays: ``from_tensor_slices(...).batch()`` would make
+    an element of every row and copy them into batches one by one, work that competes with
+    training for the same cores (15-25% of the rate on 2 cores; see BENCHMARKS.md).
+    """
     targets = {"label": labels.astype(np.float32), "task": task.astype(np.int32)}
-    return tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(batch).prefetch(2)
+    tensors = tf.nest.map_structure(tf.constant, (inputs, targets))
+    n = labels.size
+
+    def rows(start):
+        return tf.nest.map_structure(lambda t: t[start : tf.minimum(start + batch, n)], tensors)
+
+    return tf.data.Dataset.range(0, n, batch).map(rows).prefetch(2)
 
 
 def fit(
