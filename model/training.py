@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 import numpy as np
 import tensorflow as tf
 
@@ -25,6 +28,11 @@ def dataset(inputs: dict, labels: np.ndarray, task: np.ndarray, batch: int) -> t
     return tf.data.Dataset.range(0, n, batch).map(rows).prefetch(2)
 
 
+def _task(config: ModelConfig, hard: np.ndarray) -> np.ndarray:
+    """Each example's task index: its own, or 0 for every example of a single-task model."""
+    return np.zeros(hard.size, np.int32) if config.tasks == SINGLE_TASK else hard.astype(np.int32)
+
+
 def fit(
     config: ModelConfig,
     inputs: dict,
@@ -42,7 +50,7 @@ def fit(
     validation loss (each tower's log loss on its own task's rows, weighted as in training)
     stops improving, and the best epoch's weights are kept.
     """
-    task = np.zeros(labels.size, np.int32) if config.tasks == SINGLE_TASK else hard.astype(np.int32)
+    task = _task(config, hard)
     if model is None:
         rates = {name: labels[task == k].mean() for k, name in enumerate(config.tasks)
                  if (task == k).any()}  # fmt: skip
@@ -62,6 +70,40 @@ def fit(
         best, best_weights = loss, model.get_weights()
     if best_weights is not None:
         model.set_weights(best_weights)
+    return model
+
+
+def fit_chunks(
+    config: ModelConfig, model: MultiTaskDCN, chunks: Iterable[tuple], batch: int = 4096
+) -> MultiTaskDCN:
+    """Train ``model`` in one pass over ``chunks`` of (inputs, labels, hard) as they come (the
+    iterator may wait for the next one), each chunk shuffled.
+
+    One ``model.fit`` for all of them: a ``fit`` per chunk starts a new input pipeline and
+    training loop each time, and trained 15-40% slower than one pass in the window benchmark.
+    """
+    stream = iter(chunks)
+    first = next(stream, None)
+    if first is None:
+        return model
+    rng = np.random.default_rng(config.seed)
+
+    def batches():
+        for inputs, labels, hard in itertools.chain([first], stream):
+            task = _task(config, hard)
+            order = rng.permutation(labels.size)
+            for start in range(0, labels.size, batch):
+                rows = order[start : start + batch]
+                targets = {"label": labels[rows].astype(np.float32), "task": task[rows]}
+                yield {k: v[rows] for k, v in inputs.items()}, targets
+
+    inputs = first[0]
+    spec = (
+        {k: tf.TensorSpec((None, *v.shape[1:]), v.dtype) for k, v in inputs.items()},
+        {"label": tf.TensorSpec((None,), tf.float32), "task": tf.TensorSpec((None,), tf.int32)},
+    )
+    data = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    model.fit(data, epochs=1, verbose=0)
     return model
 
 

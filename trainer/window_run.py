@@ -6,8 +6,9 @@ candidate, warm-started at the first chunk, trains on the oldest pending example
 time) a chunk at a time, but only while the pending ones left stay at least ``tail_share`` of
 all the window's examples so far. When the window closes, the latest ``tail_share`` of its
 examples by label time are among the pending ones: that is the held-out tail, kept for the gate
-and never trained on; the rest trains then. Training while the window is still being read is
-what lets reading overlap training, and the window is never held in memory whole.
+and never trained on; the rest trains then. The chunks go to one ``fit`` running in a thread
+(``trainer.background_fit``), so reading, scoring and merging the next ones overlap training,
+and the window is never held in memory whole.
 
 A tail cut by the window's nominal end would be empty for a window closed early because the
 trainer caught up with a live stream, and the gate would then see nothing.
@@ -21,7 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 from model.dcn import ModelConfig
-from model.training import fit, predict
+from model.training import predict
+from trainer.background_fit import BackgroundFit
 from trainer.examples import Examples
 from trainer.gate import score
 
@@ -42,6 +44,7 @@ class WindowRun:
         self.pending: list[tuple] = []  #: chunks not trained on: inputs, labels, hard, label ms
         self.tail: tuple | None = None  #: inputs, labels, hard of the held-out tail, at close
         self.trained, self.train_s = 0, 0.0
+        self.training: BackgroundFit | None = None  #: the candidate's one fit, in a thread
         self.started = time.perf_counter()
 
     @property
@@ -72,6 +75,8 @@ class WindowRun:
         rows = self._pending_rows()
         if rows > held:
             self._train_oldest(rows - held)
+        if self.training is not None:
+            self.train_s = self.training.finish()
         self.tail = self._merged()[:3] if self.pending else None
         self.pending = []
 
@@ -90,10 +95,9 @@ class WindowRun:
 
     def _train_oldest(self, n: int) -> None:
         inputs, labels, hard, label_ms = self._merged()
-        started = time.perf_counter()
-        fit(self.model, {k: v[:n] for k, v in inputs.items()}, labels[:n], hard[:n],
-            model=self.candidate, batch=self.batch)  # fmt: skip
-        self.train_s += time.perf_counter() - started
+        if self.training is None:
+            self.training = BackgroundFit(self.model, self.candidate, self.batch)
+        self.training.put(({k: v[:n] for k, v in inputs.items()}, labels[:n], hard[:n]))
         self.trained += n
         self.pending = [({k: v[n:] for k, v in inputs.items()}, labels[n:], hard[n:], label_ms[n:])]
 
