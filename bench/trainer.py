@@ -66,9 +66,9 @@ class TimedTrainer(Trainer):
         return super()._parse(records)
 
     def finish_window(self, run, end_offsets):
-        self.t_trained, self.window = time.perf_counter(), run
+        self.window = run
         entry = super().finish_window(run, end_offsets)
-        self.t_published = time.perf_counter()
+        self.t_trained, self.t_published = run.trained_at, time.perf_counter()
         return entry
 
 

@@ -19,13 +19,17 @@ def dataset(inputs: dict, labels: np.ndarray, task: np.ndarray, batch: int) -> t
     training for the same cores (15-25% of the rate on 2 cores; see BENCHMARKS.md).
     """
     targets = {"label": labels.astype(np.float32), "task": task.astype(np.int32)}
-    tensors = tf.nest.map_structure(tf.constant, (inputs, targets))
-    n = labels.size
+    return _sliced(tf.nest.map_structure(tf.constant, (inputs, targets)), batch).prefetch(2)
+
+
+def _sliced(tensors, batch: int) -> tf.data.Dataset:
+    """Consecutive slices of ``batch`` rows of a structure of tensors (the last may be short)."""
+    n = tf.shape(tensors[1]["label"], out_type=tf.int64)[0]
 
     def rows(start):
-        return tf.nest.map_structure(lambda t: t[start : tf.minimum(start + batch, n)], tensors)
+        return tf.nest.map_structure(lambda t: t[start : start + batch], tensors)
 
-    return tf.data.Dataset.range(0, n, batch).map(rows).prefetch(2)
+    return tf.data.Dataset.range(tf.constant(0, tf.int64), n, batch).map(rows)
 
 
 def _task(config: ModelConfig, hard: np.ndarray) -> np.ndarray:
@@ -79,8 +83,8 @@ def fit_chunks(
     """Train ``model`` in one pass over ``chunks`` of (inputs, labels, hard) as they come (the
     iterator may wait for the next one), each chunk shuffled.
 
-    One ``model.fit`` for all of them: a ``fit`` per chunk starts a new input pipeline and
-    training loop each time, and trained 15-40% slower than one pass in the window benchmark.
+    One ``model.fit`` for all of them: a ``fit`` per chunk starts its input pipeline and
+    training loop again each time, and trained 20-45% slower on 2 cores (BENCHMARKS.md).
     """
     stream = iter(chunks)
     first = next(stream, None)
@@ -88,22 +92,20 @@ def fit_chunks(
         return model
     rng = np.random.default_rng(config.seed)
 
-    def batches():
+    def shuffled():
         for inputs, labels, hard in itertools.chain([first], stream):
-            task = _task(config, hard)
             order = rng.permutation(labels.size)
-            for start in range(0, labels.size, batch):
-                rows = order[start : start + batch]
-                targets = {"label": labels[rows].astype(np.float32), "task": task[rows]}
-                yield {k: v[rows] for k, v in inputs.items()}, targets
+            task = _task(config, hard)[order]
+            targets = {"label": labels[order].astype(np.float32), "task": task}
+            yield {k: v[order] for k, v in inputs.items()}, targets
 
     inputs = first[0]
     spec = (
         {k: tf.TensorSpec((None, *v.shape[1:]), v.dtype) for k, v in inputs.items()},
         {"label": tf.TensorSpec((None,), tf.float32), "task": tf.TensorSpec((None,), tf.int32)},
     )
-    data = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
-    model.fit(data, epochs=1, verbose=0)
+    chunks = tf.data.Dataset.from_generator(shuffled, output_signature=spec)
+    model.fit(chunks.flat_map(lambda x, y: _sliced((x, y), batch)).prefetch(2), verbose=0)
     return model
 
 

@@ -60,9 +60,10 @@ class TrainerConfig:
     attribution_window_ms: int = 7 * DAY_MS
     gate: GateParams = field(default_factory=GateParams)
     batch: int = 1024  #: small: a window is a few hundred steps, not a few
-    #: Examples trained at a time while a window fills. Large, and little read ahead: on 2 cores
+    #: Examples handed to the window's training at a time while it fills (one ``fit`` takes
+    #: them all, so a small chunk starts training early). Little is read ahead: on 2 cores
     #: reading beside training slows training more than overlapping them gains (BENCHMARKS.md).
-    chunk: int = 262_144
+    chunk: int = 65_536
     read_ahead: int = 2  #: fetches (up to 20,000 records each) parsed ahead of the trainer
     keep_versions: int = 5
     group: str | None = None  #: consumer group (for lag only); default: prefix + "trainer"

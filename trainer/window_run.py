@@ -46,6 +46,7 @@ class WindowRun:
         self.trained, self.train_s = 0, 0.0
         self.training: BackgroundFit | None = None  #: the candidate's one fit, in a thread
         self.started = time.perf_counter()
+        self.trained_at: float | None = None  #: when ``close`` had trained all but the tail
 
     @property
     def examples(self) -> int:
@@ -79,6 +80,7 @@ class WindowRun:
             self.train_s = self.training.finish()
         self.tail = self._merged()[:3] if self.pending else None
         self.pending = []
+        self.trained_at = time.perf_counter()
 
     def _pending_rows(self) -> int:
         return sum(labels.size for _, labels, _, _ in self.pending)
