@@ -16,6 +16,7 @@ from model.dcn import ModelConfig, build, multitask_loss  # noqa: E402
 from model.export import SOFT, export, export_version, load  # noqa: E402
 from model.features import FeatureSpec  # noqa: E402
 from model.optimizer import SparseAdam  # noqa: E402
+from model.training import dataset, fit_chunks  # noqa: E402
 
 SPEC = FeatureSpec(categorical=("setup_id", "device"), numeric=("recency_days",))
 
@@ -205,3 +206,31 @@ def test_early_stopping_keeps_the_epoch_with_the_best_validation_loss():
     one = fit(config, inputs, labels, task.astype(bool), epochs=1, batch=256)
     best = fit(config, inputs, labels, task.astype(bool), epochs=4, batch=256, validation=valid)
     assert validation_loss(best, config, *valid) <= validation_loss(one, config, *valid) + 1e-6
+
+
+def test_dataset_batches_are_the_rows_in_order():
+    inputs, labels, task = batch(600)
+    batches = list(dataset(inputs, labels, task, 256).as_numpy_iterator())
+    assert [len(y["label"]) for _, y in batches] == [256, 256, 88]
+    np.testing.assert_array_equal(np.concatenate([x["setup_id"] for x, _ in batches]),
+                                  inputs["setup_id"])  # fmt: skip
+    np.testing.assert_array_equal(np.concatenate([y["task"] for _, y in batches]), task)
+
+
+def test_fit_chunks_trains_on_each_chunk_as_it_comes():
+    inputs, labels, task = batch(800)
+    config = small()
+    model = build(config, inputs)
+    before = [w.copy() for w in model.get_weights()]
+    pulled = []
+
+    def chunks():
+        for a, b in ((0, 300), (300, 800)):
+            pulled.append(a)
+            yield {k: v[a:b] for k, v in inputs.items()}, labels[a:b], task[a:b].astype(bool)
+
+    fit_chunks(config, model, chunks(), batch=256)
+    after = model.get_weights()
+    assert pulled == [0, 300]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(np.isfinite(w).all() for w in after)
