@@ -77,7 +77,7 @@ def window_examples(
 ) -> Examples:
     """The examples whose label time falls in the window, oldest first, regenerated (the
     simulator is deterministic): what the window trains on, up to labels that arrived late."""
-    examples, bad = parse([record.value for record in labeled_examples(market)], spec)
+    examples, _, bad = parse([record.value for record in labeled_examples(market)], spec)
     assert not bad, bad[:3]
     t = examples.label_time(attribution_ms)
     inside = np.flatnonzero((start_ms <= t) & (t < start_ms + window_ms))

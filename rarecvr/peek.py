@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 
-from rarecvr.contracts import ContractError, Event, decode
+from rarecvr.contracts import ContractError, Event, decode, split_lines
 from rarecvr.topics import Topic
 
 
@@ -52,7 +52,7 @@ def check_topic(
                 break
             for tp, records in polled.items():
                 for record in records:
-                    batches[tp.partition].append(validate(topic, record.partition, record))
+                    batches[tp.partition] += validate(topic, record.partition, record)
                 if consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         for partition in sorted(batches):
@@ -61,11 +61,16 @@ def check_topic(
         consumer.close()
 
 
-def validate(topic: Topic, partition: int, record) -> Checked:
-    try:
-        return Checked(partition, record.offset, decode(topic.contract, record.value), None)
-    except ContractError as exc:
-        return Checked(partition, record.offset, None, exc)
+def validate(topic: Topic, partition: int, record) -> list[Checked]:
+    """The record's event checked, or each of its events for a batched topic."""
+    events = split_lines(record.value or b"") if topic.batched else [record.value]
+    checked = []
+    for raw in events:
+        try:
+            checked.append(Checked(partition, record.offset, decode(topic.contract, raw), None))
+        except ContractError as exc:
+            checked.append(Checked(partition, record.offset, None, exc))
+    return checked
 
 
 def end_offsets(bootstrap: str, topic: Topic) -> dict[int, int]:

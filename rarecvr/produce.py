@@ -20,6 +20,7 @@ class Record:
     value: bytes
     ts_ms: int
     fault: str | None = None
+    partition: int | None = None  #: None: the partition of the key
 
 
 def produce(
@@ -53,7 +54,8 @@ def produce(
                 if wait > 0.002:
                     producer.flush()
                     time.sleep(wait)
-            producer.send(record.topic, key=record.key, value=record.value)
+            producer.send(record.topic, key=record.key, value=record.value,
+                          partition=record.partition)  # fmt: skip
             counts[(record.topic, record.fault)] += 1
             if progress is not None:
                 progress(record)

@@ -29,6 +29,8 @@ class Topic:
     contract: type[contracts.Event]
     config: dict[str, str] = field(default_factory=dict)
     doc: str = ""
+    #: Records hold one or more events, one JSON object a line (``contracts.join_lines``).
+    batched: bool = False
 
     @property
     def name(self) -> str:
@@ -49,7 +51,9 @@ LABELED_EXAMPLES = Topic(
     "labeled-examples",
     EVENT_PARTITIONS,
     contracts.LabeledExample,
-    doc="Clicks whose label is final (converted, or attribution window closed), keyed by click id.",
+    doc="Clicks whose label is final (converted, or attribution window closed), many a record: "
+    "a worker step's labels of one event partition, sent to the partition of the same number.",
+    batched=True,
 )
 TASK_ASSIGNMENTS = Topic(
     "task-assignments",

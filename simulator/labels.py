@@ -1,21 +1,24 @@
 """Labeled examples and task assignments straight from the simulator, in label-time order.
 
 What the stream worker and the stabilizer would publish for clean traffic, without running
-them: the trainer's tests and benchmark read these from the topics. A positive is final at its
-conversion, a negative when its attribution window closes. ``label_noise`` flips that share of
-labels at random (to show that the trainer's gate refuses such a window).
+them: the trainer's tests and benchmark read these from the topics. Like the worker, labels go
+out in steps (``STEP`` examples here), each step's labels of a partition joined in records
+(``contracts.join_lines``) on the labeled-examples partition of the same number. A positive is
+final at its conversion, a negative when its attribution window closes. ``label_noise`` flips
+that share of labels at random (to show that the trainer's gate refuses such a window).
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from rarecvr import topics
-from rarecvr.contracts import TaskAssignment, encode
+from rarecvr.contracts import TaskAssignment, encode, join_lines
 from rarecvr.produce import Record
 from simulator.events import click_records
 from simulator.marketplace import Marketplace
@@ -26,11 +29,18 @@ from simulator.traffic import generate
 def labeled_examples(market: Marketplace, label_noise: float = 0.0,
                      noisy_between: tuple[int, int] | None = None,
                      seed: int = 0) -> Iterator[Record]:  # fmt: skip
-    """Every click of the traffic as a labeled-example record, ordered by label time.
+    """Every click of the traffic as a labeled example, in records (each partition's in label-time
+    order).
 
     ``label_noise`` applies to examples whose label time is within ``noisy_between`` (all when
     None).
     """
+    return _in_steps(_examples(market, label_noise, noisy_between, seed))
+
+
+def _examples(market: Marketplace, label_noise: float, noisy_between: tuple[int, int] | None,
+              seed: int) -> Iterator[tuple[int, dict]]:  # fmt: skip
+    """(label time, example) of every click, by label time."""
     window = market.cfg.attribution_window_ms
     rng = np.random.default_rng([market.cfg.seed, 5, seed])
     vocab = Vocab(market)
@@ -52,14 +62,37 @@ def labeled_examples(market: Marketplace, label_noise: float = 0.0,
                        "conversion_ts_ms": conversion, "true_p": click["true_p"]}  # fmt: skip
             heapq.heappush(heap, (final, click["event_id"], example))
         while heap and heap[0][0] <= int(chunk.ts_ms[-1]):
-            yield _record(*heapq.heappop(heap))
+            final, _, example = heapq.heappop(heap)
+            yield final, example
     while heap:
-        yield _record(*heapq.heappop(heap))
+        final, _, example = heapq.heappop(heap)
+        yield final, example
 
 
-def _record(final: int, click_id: str, example: dict) -> Record:
-    value = json.dumps(example).encode()
-    return Record(topics.LABELED_EXAMPLES.name, click_id.encode(), value, final)
+#: Labels per simulated worker step.
+STEP = 2_000
+
+
+def _in_steps(examples: Iterable[tuple[int, dict]]) -> Iterator[Record]:
+    """Records as the worker sends them: each step's labels of a partition together."""
+    partitions = topics.LABELED_EXAMPLES.partitions
+    step: dict[int, list] = {}
+    for n, (final, example) in enumerate(examples, 1):
+        p = zlib.crc32(example["click_id"].encode()) % partitions  # its click's partition
+        step.setdefault(p, []).append((final, json.dumps(example).encode()))
+        if n % STEP == 0:
+            yield from _step_records(step)
+            step = {}
+    yield from _step_records(step)
+
+
+def _step_records(step: dict[int, list]) -> Iterator[Record]:
+    for p, labels in sorted(step.items()):
+        start = 0
+        for value in join_lines(value for _, value in labels):
+            ts_ms = labels[start][0]
+            start += value.count(b"\n") + 1
+            yield Record(topics.LABELED_EXAMPLES.name, str(p).encode(), value, ts_ms, partition=p)
 
 
 def true_assignments(market: Marketplace) -> Iterator[Record]:

@@ -2,9 +2,10 @@
 
 Faust sends a changelog record for every table write and a Kafka record for every output, and
 each costs about as much as reading an event. A step reads through this buffer and, at its end,
-writes each key it changed once, sends the labels in order after the states that caused them,
-and sends each setup's CVR deltas as one message. The worker does all of it before the step's
-events are acknowledged, so a committed offset never passes a write that was not sent.
+writes each key it changed once, sends the labels of each partition in order (many a record)
+after the states that caused them, and sends each setup's CVR deltas as one message. The worker
+does all of it before the step's events are acknowledged, so a committed offset never passes a
+write that was not sent.
 
 >>> table = {"a": 1}
 >>> step = Step(table.get)
@@ -14,6 +15,9 @@ events are acknowledged, so a committed offset never passes a write that was not
 >>> step.delta("s1", {"offset": 7}); step.delta("s1", {"offset": 8})
 >>> [(key, value) for key, value, _ in step.writes()], [len(d) for d in step.deltas.values()]
 ([('a', None), ('b', 3)], [2])
+>>> step.label(1, {"click_id": "c1"}); step.label(0, {"click_id": "c2"}); step.label(1, {})
+>>> {p: len(labels) for p, labels in step.labels.items()}
+{1: 2, 0: 1}
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ _ABSENT = object()
 
 class Step:
     """Reads through to ``read`` (the table's ``get``); keeps the last write of each key, where
-    it was made (the event whose partition it belongs to), the labels and the deltas."""
+    it was made (the event whose partition it belongs to), the labels by partition and the
+    deltas."""
 
     def __init__(self, read: Callable[[Any], Any]):
         self.read = read
         self._writes: dict[Any, tuple[Any, Any]] = {}  #: key -> (value or None, where)
-        self.labels: list[dict] = []
+        self.labels: dict[int, list[dict]] = {}  #: partition -> its labeled examples, in order
         self.deltas: dict[str, list[dict]] = {}  #: setup id -> its deltas, in order
 
     def get(self, key):
@@ -43,6 +48,9 @@ class Step:
 
     def delete(self, key, where) -> None:
         self._writes[key] = (None, where)
+
+    def label(self, partition: int, example: dict) -> None:
+        self.labels.setdefault(partition, []).append(example)
 
     def delta(self, setup_id: str, delta: dict) -> None:
         self.deltas.setdefault(setup_id, []).append(delta)

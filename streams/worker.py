@@ -37,7 +37,15 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rarecvr import settings
-from rarecvr.contracts import Click, ContractError, Conversion, DeadLetter, decode, encode
+from rarecvr.contracts import (
+    Click,
+    ContractError,
+    Conversion,
+    DeadLetter,
+    decode,
+    encode,
+    join_lines,
+)
 from rarecvr.topics import (
     CLICKS,
     CONVERSIONS,
@@ -178,7 +186,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         """Hold an event's effects in the step: labels and CVR deltas to send, counts."""
         for effect in effects:
             if isinstance(effect, Label):
-                step.labels.append(effect.example)
+                step.label(partition, effect.example)
             elif isinstance(effect, CvrDelta):
                 step.delta(effect.setup_id, delta_entry(effect, f"{kind}:{partition}:{effect.kind}",
                                                         offset))  # fmt: skip
@@ -187,7 +195,8 @@ def create_app(cfg: WorkerConfig) -> faust.App:
 
     def finish(stream, step: Step, moved: dict) -> None:
         """Write the step's states and the watermarks that ``moved`` (partition -> an event of
-        it), then send its labels and CVR deltas."""
+        it), then send its labels (each partition's, many a record, to the labeled-examples
+        partition of the same number) and CVR deltas."""
         for key, value, event in step.writes():
             stream._set_current_event(event)  # a table write goes to the current event's partition
             if value is None:
@@ -197,9 +206,12 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         for p, event in moved.items():
             stream._set_current_event(event)
             marks[str(p)] = parts.watermarks[p].saved()
-        for example in step.labels:
-            labeled.send_soon(key=example["click_id"].encode(), value=orjson.dumps(example))
-            metrics.LABELS.labels(str(example["label"])).inc()
+        for p, examples in step.labels.items():
+            for value in join_lines(map(orjson.dumps, examples)):
+                labeled.send_soon(key=str(p).encode(), value=value,
+                                  partition=p % LABELED_EXAMPLES.partitions)  # fmt: skip
+            for label, n in Counter(example["label"] for example in examples).items():
+                metrics.LABELS.labels(str(label)).inc(n)
         for setup_id, entries in step.deltas.items():
             deltas.send_soon(key=setup_id.encode(), value=delta_message(setup_id, entries))
 
@@ -241,7 +253,9 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                     effects = (
                         positive_effects(state) if state["label"] == 1 else negative_effects(state)
                     )
-                    step.labels += [e.example for e in effects if isinstance(e, Label)]
+                    for effect in effects:
+                        if isinstance(effect, Label):
+                            step.label(p, effect.example)
                     metrics.OUTCOMES.labels("label_resent_after_restart").inc()
                     resent += 1
         for key, saved in marks.items():

@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from deploy.kafka.broker import free_port
 from rarecvr import lag
+from rarecvr.contracts import split_lines
 from rarecvr.topics import CLICKS, CONVERSIONS, CVR_DELTAS, DEAD_LETTERS, LABELED_EXAMPLES
 
 WINDOW_MS = 6 * 3_600_000
@@ -94,9 +95,10 @@ def labels_from_topic(bootstrap: str) -> dict[str, dict]:
     """Labeled examples by click id; a click sent twice must carry the same example."""
     examples: dict[str, dict] = {}
     for record in read_topic(bootstrap, LABELED_EXAMPLES):
-        example = json.loads(record.value)
-        previous = examples.setdefault(example["click_id"], example)
-        assert previous == example, f"conflicting examples: {previous} and {example}"
+        for line in split_lines(record.value):
+            example = json.loads(line)
+            previous = examples.setdefault(example["click_id"], example)
+            assert previous == example, f"conflicting examples: {previous} and {example}"
     return examples
 
 

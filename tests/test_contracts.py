@@ -110,3 +110,21 @@ def test_assignment_task_must_be_hard_or_soft():
     raw = encode(EXAMPLES[3]).replace(b'"hard"', b'"medium"')
     with pytest.raises(ContractError, match=r"task_assignment\.task"):
         decode(TaskAssignment, raw)
+
+
+def test_peek_checks_each_line_of_a_batched_record_and_names_the_bad_one():
+    from types import SimpleNamespace
+
+    from rarecvr.peek import validate
+    from rarecvr.topics import LABELED_EXAMPLES
+
+    good = (b'{"click_id": "c1", "setup_id": "s1", "advertiser_id": "a1", "features": {},'
+            b' "label": 0, "click_ts_ms": 5}')  # fmt: skip
+    record = SimpleNamespace(offset=7, value=b"\n".join([good, good.replace(b"0,", b"2,"), good]))
+
+    checked = validate(LABELED_EXAMPLES, 3, record)
+
+    assert [(c.partition, c.offset, c.error is None) for c in checked] == [
+        (3, 7, True), (3, 7, False), (3, 7, True),
+    ]  # fmt: skip
+    assert checked[1].error.reason == "labeled_example.label"

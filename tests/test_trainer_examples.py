@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from model.features import FeatureSpec, records_to_inputs
+from rarecvr.contracts import split_lines
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
@@ -17,7 +18,9 @@ SPEC = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
 
 
 def simulated_values(clicks: int = 3000) -> list[bytes]:
-    return [r.value for r in labeled_examples(Marketplace(SimConfig(clicks=clicks, days=1.0)))]
+    """One example a record (the worker sends many a record: ``test_records_of_many_...``)."""
+    records = labeled_examples(Marketplace(SimConfig(clicks=clicks, days=1.0)))
+    return [line for r in records for line in split_lines(r.value)]
 
 
 def assert_same(a: Examples, b: Examples) -> None:
@@ -30,10 +33,10 @@ def assert_same(a: Examples, b: Examples) -> None:
 
 def test_a_fetch_parsed_in_bulk_gives_the_inputs_the_replicas_would_hash():
     values = simulated_values()
-    block, bad = parse(values, SPEC)
+    block, records, bad = parse(values, SPEC)
     examples = [json.loads(v) for v in values]
 
-    assert bad == [] and len(block) == len(values)
+    assert bad == [] and len(block) == len(values) and records.tolist() == list(range(len(values)))
     assert_same(block, Examples.from_dicts(examples, SPEC))
     records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": e["advertiser_id"]}
                for e in examples]  # fmt: skip
@@ -55,15 +58,16 @@ def test_malformed_records_are_named_and_the_rest_parse_as_without_them():
     }
     mixed = [broken.get(i, v) for i, v in enumerate(values)]
 
-    block, bad = parse(mixed, SPEC)
+    block, records, bad = parse(mixed, SPEC)
 
-    assert [(i, reason) for i, reason, _ in bad] == [
+    assert [(i, reason) for i, _, reason, _ in bad] == [
         (3, "not_json"), (7, "not_json"), (11, "labeled_example.label"),
         (13, "labeled_example.label"), (17, "labeled_example.features.recency_days"),
         (19, "not_json"),
     ]  # fmt: skip
-    assert "got 2" in bad[3][2]
-    clean, _ = parse([v for i, v in enumerate(values) if i not in broken], SPEC)
+    assert "got 2" in bad[3][3] and bad[0][1] == b"not json"
+    assert records.tolist() == [i for i in range(len(values)) if i not in broken]
+    clean, _, _ = parse([v for i, v in enumerate(values) if i not in broken], SPEC)
     assert_same(block, clean)
 
 
@@ -73,7 +77,36 @@ def test_a_feature_whose_type_changes_between_records_parses_as_each_record_says
     values[5] = json.dumps(first | {"features": first["features"] | {"hour": "late"}}).encode()
     values[6] = json.dumps(first | {"features": first["features"] | {"hour": 2.0}}).encode()
 
-    block, bad = parse(values, SPEC)
+    block, _, bad = parse(values, SPEC)
 
     assert bad == [] and len(block) == 50
     assert block.inputs["hour"][5] == b"late" and block.inputs["hour"][6] == b"2.0"
+
+
+def test_records_of_many_examples_parse_as_their_lines_one_by_one():
+    """As the worker sends them: each record a step's labels of one partition, a line each."""
+    records = [r.value for r in labeled_examples(Marketplace(SimConfig(clicks=3000, days=1.0)))]
+    lines = [split_lines(value) for value in records]
+    assert len(records) < sum(map(len, lines)) / 10  # many examples a record
+
+    block, rows, bad = parse(records, SPEC)
+    one_by_one, _, _ = parse([line for group in lines for line in group], SPEC)
+
+    assert bad == []
+    assert_same(block, one_by_one)
+    assert rows.tolist() == [i for i, group in enumerate(lines) for _ in group]
+
+
+def test_a_bad_line_is_named_with_its_record_and_the_other_lines_of_the_record_are_kept():
+    records = [r.value for r in labeled_examples(Marketplace(SimConfig(clicks=2000, days=1.0)))]
+    lines = [split_lines(value) for value in records]
+    broken = b'{"click_id": "c-missing-its-label"}'
+    mixed = list(records)
+    mixed[1] = b"\n".join([lines[1][0], broken, *lines[1][1:]])
+
+    block, rows, bad = parse(mixed, SPEC)
+    clean, _, _ = parse(records, SPEC)
+
+    assert [(i, line) for i, line, _, _ in bad] == [(1, broken)]
+    assert_same(block, clean)
+    assert rows.tolist() == [i for i, group in enumerate(lines) for _ in group]

@@ -1,13 +1,17 @@
 """Labeled examples as columns: the records of one fetch parsed together, never a dict each.
 
+A record of the labeled-examples topic holds one or more examples, one JSON object a line (the
+worker sends a step's labels together: one Kafka record per example cost the trainer's reader
+about as much again as parsing it).
+
 On 2 cores, reading competes with training for the CPU: as one Python dict per record (JSON,
 checks, feature arrays, task lookups) reading cost about 40 us a record beside training. Here a
 fetch's values are joined and parsed by Arrow's JSON reader in one call, and every later step
 (window cuts, label times, task lookups, model inputs) works on whole columns.
 
-A block that Arrow cannot read as one table (a malformed record, a field whose type changes from
-record to record) is parsed record by record instead, with the same result: each bad record is
-named with its reason, the rest become columns exactly as ``model.features.records_to_inputs``
+A block that Arrow cannot read as one table (a malformed line, a field whose type changes from
+line to line) is parsed line by line instead, with the same result: each bad line is named
+with its record and reason, the rest become columns exactly as ``model.features.records_to_inputs``
 would make them (the replicas' path), so training and serving hash the same strings.
 
 >>> from model.features import FeatureSpec
@@ -18,14 +22,17 @@ would make them (the replicas' path), so training and serving hash the same stri
 ...     b'{"click_id": "c2", "setup_id": "s2", "label": 0, "click_ts_ms": 7,'
 ...     b' "features": {"device": "web", "hour": 4}}',
 ... ]
->>> block, bad = parse(values, spec)
->>> len(block), bad, block.inputs["hour"].tolist(), block.inputs["recency_days"].tolist()
-(2, [], [b'3', b'4'], [2.5, 0.0])
->>> block.label_time(attribution_window_ms=100).tolist()  # conversion, or the window's close
-[9, 107]
->>> block, bad = parse([values[0], b'{"click_id": "c3"}', b"not json", b"[1]"], spec)
->>> len(block), [(i, reason) for i, reason, _ in bad]
-(1, [(1, 'labeled_example.setup_id'), (2, 'not_json'), (3, 'not_json')])
+>>> block, records, bad = parse([values[0] + b"\\n" + values[1]], spec)  # one record, two lines
+>>> len(block), records.tolist(), bad, block.inputs["hour"].tolist()
+(2, [0, 0], [], [b'3', b'4'])
+>>> block.inputs["recency_days"].tolist(), block.label_time(attribution_window_ms=100).tolist()
+([2.5, 0.0], [9, 107])
+>>> block, records, bad = parse([values[0], b'{"click_id": "c3"}\\nnot json', b"[1]"], spec)
+>>> len(block), records.tolist()
+(1, [0])
+>>> [(i, line, reason) for i, line, reason, _ in bad]  # doctest: +NORMALIZE_WHITESPACE
+[(1, b'{"click_id": "c3"}', 'labeled_example.setup_id'), (1, b'not json', 'not_json'),
+ (2, b'[1]', 'not_json')]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import functools
 import io
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -41,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from model.features import FeatureSpec, records_to_inputs
-from rarecvr.contracts import PEER_TAGS, peer_group
+from rarecvr.contracts import PEER_TAGS, peer_group, split_lines
 
 REQUIRED = ("click_id", "setup_id", "features", "label", "click_ts_ms")
 #: Top-level fields read by name; anything else in a record is ignored.
@@ -120,21 +128,36 @@ def _or(value, default):
     return default if value is None else value
 
 
-def parse(values: list[bytes], spec: FeatureSpec) -> tuple[Examples, list[tuple[int, str, str]]]:
-    """The valid records of a fetch as columns, and (index, reason, detail) for the others."""
-    table = _read_table(values, spec) if values else None
+class Parsed(NamedTuple):
+    """A fetch's records parsed: the valid examples as columns, the record each row came from
+    (its index in the fetch), and (record index, line, reason, detail) of each bad line."""
+
+    examples: Examples
+    records: np.ndarray
+    bad: list[tuple[int, bytes, str, str]]
+
+
+def parse(values: list[bytes], spec: FeatureSpec) -> Parsed:
+    """The examples of a fetch's records, each record one or more lines of JSON."""
+    lines = np.array([value.count(b"\n") + 1 for value in values], dtype=np.int64)
+    table = _read_table(values, int(lines.sum()), spec) if values else None
     if table is not None:
-        return _from_table(table, spec), []
-    good, bad = [], []
+        return Parsed(_from_table(table, spec), np.repeat(np.arange(len(values)), lines), [])
+    good, records, bad = [], [], []
     for i, value in enumerate(values):
-        try:
-            good.append(check(orjson.loads(value), spec))
-        except orjson.JSONDecodeError as error:
-            bad.append((i, "not_json", str(error)))
-        except ValueError as error:
-            reason, _, detail = str(error).partition(": ")
-            bad.append((i, reason, detail))
-    return Examples.from_dicts(good, spec), bad
+        events = split_lines(value)
+        if not events:
+            bad.append((i, value, "not_json", "an empty record"))
+        for line in events:
+            try:
+                good.append(check(orjson.loads(line), spec))
+                records.append(i)
+            except orjson.JSONDecodeError as error:
+                bad.append((i, line, "not_json", str(error)))
+            except ValueError as error:
+                reason, _, detail = str(error).partition(": ")
+                bad.append((i, line, reason, detail))
+    return Parsed(Examples.from_dicts(good, spec), np.array(records, dtype=np.int64), bad)
 
 
 def check(example, spec: FeatureSpec) -> dict:
@@ -158,14 +181,14 @@ def check(example, spec: FeatureSpec) -> dict:
     return example
 
 
-def _read_table(values: list[bytes], spec: FeatureSpec) -> pa.Table | None:
-    """All values as one Arrow table, or None when any of them needs a closer look."""
+def _read_table(values: list[bytes], lines: int, spec: FeatureSpec) -> pa.Table | None:
+    """All ``lines`` of the values as one Arrow table, or None when any needs a closer look."""
     try:
         table = pj.read_json(io.BytesIO(b"\n".join(values)), parse_options=_OPTIONS)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(values) or "features" not in table.column_names:
-        return None  # a value spread over lines, or an empty one
+    if table.num_rows != lines or "features" not in table.column_names:
+        return None  # a blank line, or an empty record
     features = table.schema.field("features").type
     if not pa.types.is_struct(features) or any(table[key].null_count for key in REQUIRED):
         return None

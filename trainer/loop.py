@@ -12,10 +12,11 @@ For each window (see ``trainer.windows``):
    ``rarecvr.model-updates``. A rejected one is logged, counted and dropped: the next window
    starts again from the last good checkpoint, so one bad window cannot poison the next.
 
-Crash safety: the trainer's state (next window, end offsets, checkpoint, history) is one file
-replaced atomically after each window; Kafka offsets are committed too, but only for lag
-monitoring, the state file is the truth. A version published just before a crash carries the
-same state in its manifest and is adopted at restart, so no window is trained twice or skipped.
+Crash safety: the trainer's state (next window, its start offsets and earliest event time, last
+good checkpoint, history) is one file replaced atomically after each window; Kafka offsets are
+committed too, but only for lag monitoring, the state file is the truth. A version published
+just before a crash carries the same state in its manifest and is adopted at restart, so no
+window is trained twice or skipped.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class TrainerState:
     checkpoint: str | None = None
     serving_version: int | None = None
     history: list[dict] = field(default_factory=list)
+    #: where the last window ended in event time: the next one starts there or later
+    resume_ms: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> TrainerState:
@@ -122,7 +125,7 @@ class Trainer:
         feed = ExampleFeed(cfg.bootstrap, LABELED_EXAMPLES.name, partitions,
                            cfg.group or settings.topic_prefix() + "trainer", start,
                            self._parse, max_batches=cfg.read_ahead).start()  # fmt: skip
-        assembler = WindowAssembler(cfg.window_ms, partitions)
+        assembler = WindowAssembler(cfg.window_ms, partitions, resume_ms=self.state.resume_ms)
         run: WindowRun | None = None
         windows_done, last_record = 0, time.monotonic()
         metrics.STATE.labels("window").set(self.state.window)
@@ -163,19 +166,17 @@ class Trainer:
                          cfg.batch, cfg.chunk, self._start_models, self.tasks_of)  # fmt: skip
 
     def _parse(self, records: list) -> tuple[Examples, np.ndarray]:
-        """A partition's records of one fetch as columns, with their offsets; malformed records
-        go to the dead-letter topic."""
-        examples, bad = parse([r.value for r in records], self.cfg.model.features)
-        offsets = np.array([r.offset for r in records], dtype=np.int64)
-        for i, reason, detail in bad:
+        """A partition's records of one fetch as columns, with the offset of each example's
+        record; malformed examples go to the dead-letter topic."""
+        examples, rows, bad = parse([r.value for r in records], self.cfg.model.features)
+        offsets = np.array([r.offset for r in records], dtype=np.int64)[rows]
+        for i, line, reason, detail in bad:
             record = records[i]
             letter = DeadLetter(topic=record.topic, partition=record.partition,
                                 offset=record.offset, reason=reason[:256], detail=detail[:2000],
-                                raw_b64=base64.b64encode(record.value or b"").decode())  # fmt: skip
+                                raw_b64=base64.b64encode(line or b"").decode())  # fmt: skip
             self.producer.send(DEAD_LETTERS.name, value=encode(letter))
             metrics.MALFORMED.inc()
-        if bad:
-            offsets = np.delete(offsets, [i for i, _, _ in bad])
         return examples, offsets
 
     # -- one window -------------------------------------------------------------------------
@@ -186,6 +187,7 @@ class Trainer:
     def finish_window(self, run: WindowRun, end_offsets: dict[str, int]) -> dict:
         """Gate the window's candidate, publish it if it passes, and save the trainer's state."""
         cfg, state = self.cfg, self.state
+        resume_ms = run.start_ms + cfg.window_ms
         run.close()
         figures = run.figures(cfg.gate.min_positives)
         candidate = run.candidate
@@ -208,11 +210,12 @@ class Trainer:
                         ", ".join(reasons), _brief(entry["candidate_tail"]),
                         _brief(entry["serving_tail"]))  # fmt: skip
             new_state = TrainerState(state.window + 1, end_offsets, state.checkpoint,
-                                     state.serving_version, state.history)  # fmt: skip
+                                     state.serving_version, state.history, resume_ms)  # fmt: skip
         else:
             ckpt = f"ckpt-{state.window}.npz"
             checkpoint.save(candidate, self.ckpt_dir / ckpt)
-            new_state = TrainerState(state.window + 1, end_offsets, ckpt, None, state.history)
+            new_state = TrainerState(state.window + 1, end_offsets, ckpt, None, state.history,
+                                     resume_ms)  # fmt: skip
             self._publish(partial(export_version, candidate), entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
