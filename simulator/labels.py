@@ -78,7 +78,8 @@ def _in_steps(examples: Iterable[tuple[int, dict]]) -> Iterator[Record]:
     partitions = topics.LABELED_EXAMPLES.partitions
     step: dict[int, list] = {}
     for n, (final, example) in enumerate(examples, 1):
-        p = zlib.crc32(example["click_id"].encode()) % partitions  # its click's partition
+        # spread by click id, like the click topic's partitioner (with another hash)
+        p = zlib.crc32(example["click_id"].encode()) % partitions
         step.setdefault(p, []).append((final, json.dumps(example).encode()))
         if n % STEP == 0:
             yield from _step_records(step)
