@@ -6,7 +6,10 @@ Starts a broker in a temporary directory, produces a simulated stream, times a c
 aiokafka loop over the same topics, then one `rarecvr worker` process from its first committed
 offset to its last. Prints one JSON line last: ``events_per_s_per_worker``,
 ``raw_consumer_events_per_s`` and their ``ratio`` (targets: >= 20,000 events/s and >= 0.4),
-with the worker's resident memory at the start and end of processing.
+with the worker's resident memory at the start and end of processing, at each tenth of the
+way (``worker_rss_mb_by_tenth``), and its growth from the first tenth to the end
+(``rss_growth_after_first_tenth``: the target is memory flat within 10% over a long run; the
+first tenth holds the start-up and the filling of the attribution window's state).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def main() -> None:
             )  # fmt: skip
             group = "bench.streams"
             start = end = None
-            rss = []
+            rss, tenths = [], []
             while True:
                 done, total = group_progress(info.bootstrap, group,
                                              [CLICKS, CONVERSIONS, CVR_DELTAS])  # fmt: skip
@@ -86,6 +89,9 @@ def main() -> None:
                 if start is None and done > 0:
                     start, start_done = now, done
                     rss.append(rss_mb(worker.pid))
+                if start is not None:
+                    while len(tenths) < 10 and done >= total * (len(tenths) + 1) / 10:
+                        tenths.append(rss_mb(worker.pid))
                 if start is not None and done >= total:
                     end = now
                     rss.append(rss_mb(worker.pid))
@@ -108,6 +114,8 @@ def main() -> None:
         "events": events,
         "worker_rss_mb_start": round(rss[0], 1),
         "worker_rss_mb_end": round(rss[-1], 1),
+        "worker_rss_mb_by_tenth": [round(r, 1) for r in tenths],
+        "rss_growth_after_first_tenth": round(rss[-1] / tenths[0] - 1, 3),
     }))  # fmt: skip
 
 

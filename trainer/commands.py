@@ -59,6 +59,15 @@ def registry_path(registry: Path | None) -> Path:
 @click.option("--batch", type=int, default=1024, show_default=True, help="Training batch size.")
 @click.option("--keep", type=int, default=5, show_default=True, help="Versions kept.")
 @click.option(
+    "--reader-nice",
+    type=click.IntRange(0, 19),
+    default=10,
+    show_default=True,
+    envvar="RARECVR_READER_NICE",
+    help="How much lower the topic reader's CPU priority is than training's (0: the same), "
+    "so that reading takes the CPU training leaves.",
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=6067,
@@ -68,8 +77,8 @@ def registry_path(registry: Path | None) -> Path:
 )
 @click.option("--max-windows", type=int, help="Stop after this many windows.")
 def train(bootstrap, registry, state_dir, window_hours, attribution_days,
-          max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, metrics_port,
-          max_windows) -> None:  # fmt: skip
+          max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, reader_nice,
+          metrics_port, max_windows) -> None:  # fmt: skip
     """Train the multi-task model on each window of labeled examples and publish validated
     hard-only graphs (with the soft tower as a second signature) to the registry.
 
@@ -96,6 +105,7 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
         gate=GateParams(max_rig_drop=max_rig_drop, calibration_bounds=tuple(calibration)),
         keep_versions=keep,
         batch=batch,
+        reader_nice=reader_nice,
     )  # fmt: skip
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")

@@ -58,6 +58,9 @@ TOP = pa.schema([("click_id", pa.string()), ("setup_id", pa.string()),
                  ("click_ts_ms", pa.int64()), ("conversion_ts_ms", pa.int64()),
                  ("true_p", pa.float64())])  # fmt: skip
 _OPTIONS = pj.ParseOptions(explicit_schema=TOP, unexpected_field_behavior="infer")
+#: Parse in the calling thread (the trainer's reader, at its lower priority): training has the
+#: cores, and Arrow's own threads would compete with it at full priority.
+_READ = pj.ReadOptions(use_threads=False)
 NO_CONVERSION = -1
 
 
@@ -184,7 +187,8 @@ def check(example, spec: FeatureSpec) -> dict:
 def _read_table(values: list[bytes], lines: int, spec: FeatureSpec) -> pa.Table | None:
     """All ``lines`` of the values as one Arrow table, or None when any needs a closer look."""
     try:
-        table = pj.read_json(io.BytesIO(b"\n".join(values)), parse_options=_OPTIONS)
+        table = pj.read_json(io.BytesIO(b"\n".join(values)), read_options=_READ,
+                             parse_options=_OPTIONS)  # fmt: skip
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != lines or "features" not in table.column_names:

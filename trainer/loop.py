@@ -66,6 +66,8 @@ class TrainerConfig:
     #: reading beside training slows training more than overlapping them gains (BENCHMARKS.md).
     chunk: int = 65_536
     read_ahead: int = 2  #: fetches (up to 20,000 records each) parsed ahead of the trainer
+    #: How much lower the reader thread's CPU priority is than training's (0: the same)
+    reader_nice: int = 10
     keep_versions: int = 5
     group: str | None = None  #: consumer group (for lag only); default: prefix + "trainer"
 
@@ -124,7 +126,8 @@ class Trainer:
         start = {p: self.state.offsets.get(str(p)) for p in partitions}
         feed = ExampleFeed(cfg.bootstrap, LABELED_EXAMPLES.name, partitions,
                            cfg.group or settings.topic_prefix() + "trainer", start,
-                           self._parse, max_batches=cfg.read_ahead).start()  # fmt: skip
+                           self._parse, max_batches=cfg.read_ahead,
+                           nice=cfg.reader_nice).start()  # fmt: skip
         assembler = WindowAssembler(cfg.window_ms, partitions, resume_ms=self.state.resume_ms)
         run: WindowRun | None = None
         windows_done, last_record = 0, time.monotonic()
