@@ -1,6 +1,6 @@
 """Window training fed from Kafka against ``model.fit`` on the same examples in memory.
 
-    python -m bench.trainer [--examples 1000000] [--rounds 3]
+    python -m bench.trainer [--examples 1000000] [--rounds 3] [--reader-nice 10[,0]]
 
 Starts a broker, produces simulated labeled examples (three days of clicks, a six-hour
 attribution window) and their true task assignments. Then, ``--rounds`` times: ``fit`` of the
@@ -21,7 +21,8 @@ the window, as it may: this is the first model, and a stream's first window is n
 sample) with ``window_s`` (first fetch to the window
 done: gated, and published if it passed), ``startup_s`` (the trainer's start to its first
 fetch: connecting and reading the assignments) and ``publish_step_s`` (exporting and publishing
-the candidate, timed on a scratch registry).
+the candidate, timed on a scratch registry). With several ``--reader-nice`` values, each round
+runs a window for each, and ``by_reader_nice`` gives their rates and ratios side by side.
 """
 
 from __future__ import annotations
@@ -105,7 +106,12 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3,
                         help="fit, then a fresh trainer's window, this many times")  # fmt: skip
+    parser.add_argument("--reader-nice", default=str(TrainerConfig.reader_nice),
+                        help="the trainer's reader priority; several (comma-separated) run a "
+                        "window each per round, side by side, in alternating order, the first "
+                        "giving the main figures")  # fmt: skip
     args = parser.parse_args()
+    nices = [int(n) for n in args.reader_nice.split(",")]
     os.environ["RARECVR_TOPIC_PREFIX"] = "bench."
     fetch()
     window_ms = 3 * 86_400_000  # the simulator starts on a multiple of three days
@@ -122,7 +128,7 @@ def main() -> None:
     warm = np.arange(min(20_000, trained))  # TensorFlow's first use, kept out of both rates
     fit(model, reference.take(warm).inputs, reference.meta["label"][warm].astype(np.float32),
         hard[warm], batch=TrainerConfig.batch)  # fmt: skip
-    fits, windows, trainers = [], [], []
+    fits, windows, last = [], {n: [] for n in nices}, None
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp) / "kafka", log_level="WARN", heap="1g")
         info = broker.start()
@@ -133,24 +139,32 @@ def main() -> None:
             for r in range(args.rounds):
                 rows = np.arange(trained)
                 fits.append(fit_rate(model, reference.take(rows), hard[rows], TrainerConfig.batch))
-                cfg = TrainerConfig(bootstrap=info.bootstrap, registry=Path(tmp) / f"registry{r}",
-                                    state_dir=Path(tmp) / f"state{r}", model=model,
-                                    window_ms=window_ms, group=f"bench.trainer{r}",
-                                    attribution_window_ms=sim.attribution_window_ms)  # fmt: skip
-                trainer = TimedTrainer(cfg)
-                trainer.run(max_windows=1)
-                trained = trainer.state.history[-1]["trained_examples"]
-                windows.append(trained / (trainer.t_trained - trainer.t_first_read))
-                trainers.append(trainer)
+                for nice in nices if r % 2 == 0 else nices[::-1]:
+                    run = f"{r}.{nice}"
+                    cfg = TrainerConfig(info.bootstrap, Path(tmp) / f"registry{run}",
+                                        Path(tmp) / f"state{run}", model, window_ms,
+                                        sim.attribution_window_ms, reader_nice=nice,
+                                        group=f"bench.trainer{run}")  # fmt: skip
+                    trainer = TimedTrainer(cfg)
+                    trainer.run(max_windows=1)
+                    trained = trainer.state.history[-1]["trained_examples"]
+                    windows[nice].append(trained / (trainer.t_trained - trainer.t_first_read))
+                    last = trainer if nice == nices[0] else last
         finally:
             broker.stop()
-    trainer = trainers[-1]
+    trainer, by_nice, windows = last, windows, windows[nices[0]]
     entry = trainer.state.history[-1]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         Registry(Path(tmp)).publish(lambda d: export_version(trainer.window.candidate, d), {})
         publish_step_s = time.perf_counter() - started
     window_rate, reference_rate = float(np.mean(windows)), float(np.mean(fits))
+    side_by_side = {}
+    if len(nices) > 1:
+        side_by_side["by_reader_nice"] = {
+            n: {"window": [round(w) for w in ws], "ratio": round(np.mean(ws) / reference_rate, 3)}
+            for n, ws in by_nice.items()
+        }
     print(json.dumps({
         "window_examples_per_s": round(window_rate),
         "fit_examples_per_s": round(reference_rate),
@@ -167,7 +181,7 @@ def main() -> None:
         "publish_step_s": round(publish_step_s, 1),
         "published_version": entry["version"],
         "rejected": entry["rejected"],
-    }))  # fmt: skip
+    } | side_by_side))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ thread), when the trainer asks.
 
 The thread runs at a lower CPU priority than training (``nice``, 10 by default): training is
 the slow part and reading only has to stay a fetch or two ahead of it, so on a machine whose
-cores training fills, the reader should take what training leaves rather than preempt it. On
-2 cores that made the window's training 7-10% faster (BENCHMARKS.md).
+cores training fills, the reader should take what training leaves rather than preempt it (on
+2 cores, windows were faster in 7 of 9 side-by-side runs, by 6.5% on average: BENCHMARKS.md).
 """
 
 from __future__ import annotations
