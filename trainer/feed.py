@@ -9,10 +9,11 @@ behind, reading waits. An empty batch says the consumer is idle, with the partit
 nothing more to read. Offsets are committed from the thread too (a consumer belongs to one
 thread), when the trainer asks.
 
-The thread runs at a lower CPU priority than training (``nice``, 10 by default): training is
-the slow part and reading only has to stay a fetch or two ahead of it, so on a machine whose
-cores training fills, the reader should take what training leaves rather than preempt it (on
-2 cores, windows were faster in 7 of 9 side-by-side runs, by 6.5% on average: BENCHMARKS.md).
+The thread can run at a lower CPU priority than training (``nice``; the trainer's default is
+10): training is the slow part and reading only has to stay a fetch or two ahead of it, so on
+a machine whose cores training fills, the reader should take what training leaves rather than
+preempt it (on 2 cores, windows were faster in 7 of 9 side-by-side pairs, by 6.5% on average:
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
