@@ -128,7 +128,7 @@ def main() -> None:
     warm = np.arange(min(20_000, trained))  # TensorFlow's first use, kept out of both rates
     fit(model, reference.take(warm).inputs, reference.meta["label"][warm].astype(np.float32),
         hard[warm], batch=TrainerConfig.batch)  # fmt: skip
-    fits, windows, last = [], {n: [] for n in nices}, None
+    fits, by_nice, trainer = [], {n: [] for n in nices}, None
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp) / "kafka", log_level="WARN", heap="1g")
         info = broker.start()
@@ -145,14 +145,15 @@ def main() -> None:
                                         Path(tmp) / f"state{run}", model, window_ms,
                                         sim.attribution_window_ms, reader_nice=nice,
                                         group=f"bench.trainer{run}")  # fmt: skip
-                    trainer = TimedTrainer(cfg)
-                    trainer.run(max_windows=1)
-                    trained = trainer.state.history[-1]["trained_examples"]
-                    windows[nice].append(trained / (trainer.t_trained - trainer.t_first_read))
-                    last = trainer if nice == nices[0] else last
+                    timed = TimedTrainer(cfg)
+                    timed.run(max_windows=1)
+                    trained = timed.state.history[-1]["trained_examples"]
+                    by_nice[nice].append(trained / (timed.t_trained - timed.t_first_read))
+                    if nice == nices[0]:
+                        trainer = timed  # the main figures' last window
         finally:
             broker.stop()
-    trainer, by_nice, windows = last, windows, windows[nices[0]]
+    windows = by_nice[nices[0]]
     entry = trainer.state.history[-1]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
