@@ -78,7 +78,7 @@ def evaluate(market: Marketplace, counts: tuple, params: PolicyParams) -> dict:
     groups = [f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
               for t, c in zip(market.type_tag, market.category_tag, strict=True)]  # fmt: skip
     first_hour = np.where(clicks.sum(1) > 0, np.argmax(clicks > 0, axis=1), hours)
-    book = PeerBook(params.prior_min_strength, params.prior_max_strength)
+    book = PeerBook(params.prior_min_strength, params.prior_max_strength, params.tag_noise)
     current: list = [None] * n
     policy_task = np.full((n, hours), -1)  # 1 hard, 0 soft, -1 not yet seen
     naive_task = np.full((n, hours), -1)
@@ -150,11 +150,13 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=defaults.confidence)
     parser.add_argument("--online-margin", type=float, default=defaults.online_margin)
     parser.add_argument("--dwell-hours", type=float, default=defaults.min_dwell_ms / HOUR_MS)
+    parser.add_argument("--tag-noise", type=float, default=defaults.tag_noise)
     args = parser.parse_args()
     cfg = replace(SimConfig(), clicks=args.clicks, days=args.days, seed=args.seed)
     params = PolicyParams(alpha=cfg.alpha, confidence=args.confidence,
                           online_margin=args.online_margin,
-                          min_dwell_ms=int(args.dwell_hours * HOUR_MS))  # fmt: skip
+                          min_dwell_ms=int(args.dwell_hours * HOUR_MS),
+                          tag_noise=args.tag_noise)  # fmt: skip
     started = time.perf_counter()
     market = Marketplace(cfg)
     result = evaluate(market, hourly_counts(market), params)

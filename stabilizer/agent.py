@@ -33,7 +33,8 @@ class Stabilizer:
         self.assignments, self.setups = assignments, setups
         self.params, self.cvr_params, self.publish = params, cvr_params, publish
         self.eval_every_ms = eval_every_ms
-        self.book = PeerBook(params.prior_min_strength, params.prior_max_strength)
+        self.book = PeerBook(params.prior_min_strength, params.prior_max_strength,
+                             params.tag_noise)  # fmt: skip
         self.last_eval: dict[str, int] = {}
         self.tasks: dict[str, str] = {}  #: the assignments table's tasks, for the hard share
         self.stale = True

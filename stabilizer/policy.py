@@ -1,8 +1,9 @@
 """The stabilizer's policy: a setup's task from the evidence, with hysteresis.
 
 The paper's tasks come from data: hard when a setup's historical CVR is at most ``alpha``. The
-policy keeps a Beta posterior of the CVR (its peers' prior plus its own decayed clicks and
-conversions) and moves a setup only on strong evidence:
+policy keeps a posterior of the CVR (its peers' prior, a Beta or a mixture of two, see
+``stabilizer.peers``, updated with its own decayed clicks and conversions) and moves a setup
+only on strong evidence:
 
 - soft -> hard when P(CVR <= online threshold) >= ``confidence``; the online threshold sits
   ``online_margin`` below alpha, as in the paper, so a borderline setup stays soft;
@@ -27,10 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy.special import betainc
-
 from rarecvr.contracts import TaskAssignment
-from stabilizer.peers import BetaPrior
+from stabilizer.peers import BetaPrior, PeerPrior
+
+Prior = BetaPrior | PeerPrior
 
 DAY_MS = 86_400_000
 
@@ -41,10 +42,11 @@ class PolicyParams:
 
     alpha: float = 0.01  #: the offline threshold: CVR at most alpha is hard
     online_margin: float = 0.1  #: online threshold = alpha * (1 - online_margin)
-    confidence: float = 0.85  #: posterior probability that a change needs
+    confidence: float = 0.87  #: posterior probability that a change needs
     min_dwell_ms: int = DAY_MS  #: event time a setup keeps a task before it may change again
     prior_min_strength: float = 20.0  #: bounds on the peers' prior, in pseudo-clicks
     prior_max_strength: float = 2000.0
+    tag_noise: float = 0.2  #: share of setups whose tags are wrong: the population's weight
     cold_start_task: str = "soft"  #: the answer for a setup and group never seen
 
     @property
@@ -65,22 +67,23 @@ class Evidence:
     conversions: float
 
 
-def posterior(evidence: Evidence, prior: BetaPrior) -> BetaPrior:
-    conversions = min(max(evidence.conversions, 0.0), max(evidence.clicks, 0.0))
-    return BetaPrior(prior.a + conversions, prior.b + max(evidence.clicks, 0.0) - conversions)
+def posterior(evidence: Evidence, prior: Prior) -> Prior:
+    """The prior updated with the evidence (conversions clamped to [0, clicks])."""
+    clicks = max(evidence.clicks, 0.0)
+    return prior.posterior(clicks, min(max(evidence.conversions, 0.0), clicks))
 
 
-def decide(current: TaskAssignment | None, evidence: Evidence, prior: BetaPrior, now_ms: int,
+def decide(current: TaskAssignment | None, evidence: Evidence, prior: Prior, now_ms: int,
            params: PolicyParams, setup_id: str = "setup") -> TaskAssignment | None:  # fmt: skip
     """The setup's new assignment, or None when it keeps its current one."""
+    if current is not None and now_ms - current.valid_from_ms < params.min_dwell_ms:
+        return None
     post = posterior(evidence, prior)
-    p_below = float(betainc(post.a, post.b, params.online_threshold))
-    p_above = 1.0 - float(betainc(post.a, post.b, params.alpha))
+    p_below = post.cdf(params.online_threshold)
+    p_above = 1.0 - post.cdf(params.alpha)
     if current is None:
         task = "hard" if post.mean <= params.online_threshold else "soft"
         reason = "cold_start"
-    elif now_ms - current.valid_from_ms < params.min_dwell_ms:
-        return None
     elif current.task == "soft" and p_below >= params.confidence:
         task, reason = "hard", "evidence_below_threshold"
     elif current.task == "hard" and p_above >= params.confidence:
@@ -98,8 +101,7 @@ def decide(current: TaskAssignment | None, evidence: Evidence, prior: BetaPrior,
             "posterior_mean": post.mean,
             "p_below_threshold": p_below,
             "p_above_alpha": p_above,
-            "prior_a": prior.a,
-            "prior_b": prior.b,
-        },
+        }
+        | prior.describe(),
         valid_from_ms=now_ms,
     )

@@ -30,7 +30,7 @@ import bisect
 import numpy as np
 
 from rarecvr.contracts import TaskAssignment
-from stabilizer.peers import fit_prior
+from stabilizer.peers import PeerBook
 from stabilizer.policy import Evidence, PolicyParams, decide
 
 
@@ -42,6 +42,8 @@ class AssignmentView:
         self.latest: dict[str, TaskAssignment] = {}
         self.history: dict[str, list[tuple[int, str, int]]] = {}  # (valid_from, task, epoch)
         self.groups: dict[str, set[str]] = {}
+        self.book = PeerBook(self.params.prior_min_strength, self.params.prior_max_strength,
+                             self.params.tag_noise)  # fmt: skip
         self._cold: dict[str, str] = {}
         self.records = 0
 
@@ -56,6 +58,9 @@ class AssignmentView:
         bisect.insort(steps, (assignment.valid_from_ms, assignment.task, assignment.epoch))
         group = str(assignment.evidence.get("group", ""))
         self.groups.setdefault(group, set()).add(assignment.setup_id)
+        self.book.update(assignment.setup_id, group,
+                         float(assignment.evidence.get("clicks", 0.0)),
+                         float(assignment.evidence.get("conversions", 0.0)))  # fmt: skip
         self._cold.pop(group, None)
         return True
 
@@ -94,12 +99,7 @@ class AssignmentView:
         if not members:
             return self.params.cold_start_task
         if group not in self._cold:
-            evidence = [(float(self.latest[s].evidence.get("clicks", 0.0)),
-                         float(self.latest[s].evidence.get("conversions", 0.0)))
-                        for s in members]  # fmt: skip
-            prior = fit_prior(evidence, self.params.prior_min_strength,
-                              self.params.prior_max_strength)  # fmt: skip
-            prior = prior or self.params.default_prior()
+            prior = self.book.prior(group) or self.params.default_prior()
             self._cold[group] = decide(None, Evidence(0.0, 0.0), prior, 0, self.params).task
         return self._cold[group]
 

@@ -34,13 +34,17 @@ POLICY = PolicyParams()
 @click.option("--dwell-hours", type=float, show_default=True,
               default=POLICY.min_dwell_ms / 3_600_000,
               help="Stabilizer: event time a setup keeps a task before it may change.")  # fmt: skip
+@click.option("--tag-noise", type=click.FloatRange(0, 1, max_open=True), show_default=True,
+              default=POLICY.tag_noise, envvar="RARECVR_TAG_NOISE",
+              help="Stabilizer: share of setups whose type and category tags are wrong; the "
+                   "weight of all setups' prior beside the peer group's.")  # fmt: skip
 @click.option("--step-events", type=int, default=10_000, show_default=True,
               envvar="RARECVR_STEP_EVENTS",
               help="Events per agent step: a step writes each table key and sends each "
                    "setup's CVR deltas once. Larger is faster, holds the loop longer.")  # fmt: skip
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_life_days,
-           alpha, online_margin, confidence, dwell_hours, step_events,
+           alpha, online_margin, confidence, dwell_hours, tag_noise, step_events,
            loglevel) -> None:  # fmt: skip
     """Run a stream worker: attribution, labels, decayed CVR per setup and the stabilizer's
     task assignments (Faust, RocksDB). Serves /cvr/<setup>, /assignments, /metrics, /healthz.
@@ -75,7 +79,8 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
         click.echo("previous stop was not clean: tables will be restored from their changelogs")
     app = create_app(cfg)
     policy = PolicyParams(alpha=alpha, online_margin=online_margin, confidence=confidence,
-                          min_dwell_ms=int(dwell_hours * 3_600_000))  # fmt: skip
+                          min_dwell_ms=int(dwell_hours * 3_600_000),
+                          tag_noise=tag_noise)  # fmt: skip
     attach(app, policy, cfg.cvr)
     code = 1
     try:
