@@ -1,6 +1,6 @@
 """The stabilizer's policy against the naive threshold rule on a drifting simulated marketplace.
 
-    python -m bench.stabilizer [--clicks 5000000] [--days 28]
+    python -m bench.stabilizer [--clicks 5000000] [--days 28] [--seed 7 | --seed 7,8,9,10,11]
 
 Every setup is re-decided every hour of event time from the same evidence for both rules: its
 decayed clicks (7-day half-life), decayed conversions counted when they happen, and the clicks
@@ -145,23 +145,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=5_000_000)
     parser.add_argument("--days", type=float, default=28.0)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", default="7",
+                        help="a seed, or several (7,8,9): then each seed's figures in by_seed "
+                             "and the top-level ones their mean")  # fmt: skip
     defaults = PolicyParams()
     parser.add_argument("--confidence", type=float, default=defaults.confidence)
     parser.add_argument("--online-margin", type=float, default=defaults.online_margin)
     parser.add_argument("--dwell-hours", type=float, default=defaults.min_dwell_ms / HOUR_MS)
     parser.add_argument("--tag-noise", type=float, default=defaults.tag_noise)
     args = parser.parse_args()
-    cfg = replace(SimConfig(), clicks=args.clicks, days=args.days, seed=args.seed)
-    params = PolicyParams(alpha=cfg.alpha, confidence=args.confidence,
+    params = PolicyParams(alpha=SimConfig().alpha, confidence=args.confidence,
                           online_margin=args.online_margin,
                           min_dwell_ms=int(args.dwell_hours * HOUR_MS),
                           tag_noise=args.tag_noise)  # fmt: skip
     started = time.perf_counter()
-    market = Marketplace(cfg)
-    result = evaluate(market, hourly_counts(market), params)
+    by_seed = {}
+    for seed in (int(s) for s in args.seed.split(",")):
+        market = Marketplace(replace(SimConfig(), clicks=args.clicks, days=args.days, seed=seed))
+        by_seed[seed] = evaluate(market, hourly_counts(market), params)
+    results = list(by_seed.values())
+    result = results[0] if len(results) == 1 else mean_of(results) | {"by_seed": by_seed}
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
+
+
+def mean_of(results: list[dict]) -> dict:
+    """Each figure's mean over several seeds' results (None where a seed has none)."""
+    means = {}
+    for key in results[0]:
+        values = [r[key] for r in results]
+        means[key] = None if None in values else round(float(np.mean(values)), 4)
+    return means
 
 
 if __name__ == "__main__":
