@@ -88,15 +88,16 @@ class PeerPrior:
 
     def posterior(self, clicks: float, conversions: float) -> PeerPrior:
         """Both components updated, and their weights by how well each explains the data."""
+        population = self.population.posterior(clicks, conversions)
         if self.peers is None:
-            return PeerPrior(None, self.population.posterior(clicks, conversions), 0.0)
-        logs = np.log([self.peers_weight, 1.0 - self.peers_weight]) + [
-            self.peers.log_marginal(clicks, conversions),
-            self.population.log_marginal(clicks, conversions),
-        ]
-        weight = float(expit(logs[0] - logs[1]))
-        return PeerPrior(self.peers.posterior(clicks, conversions),
-                         self.population.posterior(clicks, conversions), weight)  # fmt: skip
+            return PeerPrior(None, population, 0.0)
+        weight = self.peers_weight
+        if 0.0 < weight < 1.0:  # Bayes' rule on the two components' marginal likelihoods
+            log_odds = np.log(weight / (1.0 - weight)) + (
+                self.peers.log_marginal(clicks, conversions)
+                - self.population.log_marginal(clicks, conversions))  # fmt: skip
+            weight = float(expit(log_odds))
+        return PeerPrior(self.peers.posterior(clicks, conversions), population, weight)
 
     def describe(self) -> dict[str, float]:
         peers = self.peers.describe() if self.peers else {}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from scipy.special import betainc
 
 from rarecvr.contracts import TaskAssignment
-from stabilizer.peers import BetaPrior, PeerBook, fit_prior
+from stabilizer.peers import BetaPrior, PeerBook, PeerPrior, fit_prior
 from stabilizer.policy import DAY_MS, Evidence, PolicyParams, decide, posterior
 from stabilizer.view import AssignmentView
 
@@ -146,3 +146,10 @@ def test_the_view_keeps_the_highest_epoch_and_answers_as_of_a_time():
     assert view.task_as_of("s", 100) == ("hard", 2)
     assert view.task_as_of("s", -5) == ("soft", 1)  # before the history: the earliest known
     assert view.max_epoch == 2 and view.records == 4
+
+
+def test_without_tag_noise_the_group_alone_is_the_prior():
+    prior = PeerPrior(BetaPrior(3, 17), BetaPrior(0.7, 19), peers_weight=1.0)
+    post = posterior(Evidence(clicks=800, conversions=2), prior)
+    assert post.peers_weight == 1.0
+    assert post.cdf(0.009) == posterior(Evidence(800, 2), prior.peers).cdf(0.009)
