@@ -25,7 +25,6 @@ from simulator import Marketplace, SimConfig
 from simulator.config import HOUR_MS
 from simulator.marketplace import CATEGORY_NAMES, TYPE_NAMES
 from simulator.traffic import generate
-from stabilizer.peers import PeerBook
 from stabilizer.policy import Evidence, PolicyParams, decide
 
 HALF_LIFE_H = 7 * 24
@@ -78,7 +77,7 @@ def evaluate(market: Marketplace, counts: tuple, params: PolicyParams) -> dict:
     groups = [f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
               for t, c in zip(market.type_tag, market.category_tag, strict=True)]  # fmt: skip
     first_hour = np.where(clicks.sum(1) > 0, np.argmax(clicks > 0, axis=1), hours)
-    book = PeerBook(params.prior_min_strength, params.prior_max_strength, params.tag_noise)
+    book = params.peer_book()
     current: list = [None] * n
     policy_task = np.full((n, hours), -1)  # 1 hard, 0 soft, -1 not yet seen
     naive_task = np.full((n, hours), -1)

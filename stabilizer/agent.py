@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from rarecvr.contracts import TaskAssignment, encode
 from rarecvr.topics import TASK_ASSIGNMENTS
 from stabilizer import metrics
-from stabilizer.peers import PeerBook
 from stabilizer.policy import Evidence, PolicyParams, decide
 from streams import cvr
 
@@ -33,8 +32,7 @@ class Stabilizer:
         self.assignments, self.setups = assignments, setups
         self.params, self.cvr_params, self.publish = params, cvr_params, publish
         self.eval_every_ms = eval_every_ms
-        self.book = PeerBook(params.prior_min_strength, params.prior_max_strength,
-                             params.tag_noise)  # fmt: skip
+        self.book = params.peer_book()
         self.last_eval: dict[str, int] = {}
         self.tasks: dict[str, str] = {}  #: the assignments table's tasks, for the hard share
         self.stale = True

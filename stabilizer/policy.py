@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rarecvr.contracts import TaskAssignment
-from stabilizer.peers import BetaPrior, PeerPrior
+from stabilizer.peers import BetaPrior, PeerBook, PeerPrior
 
 Prior = BetaPrior | PeerPrior
 
@@ -52,6 +52,10 @@ class PolicyParams:
     @property
     def online_threshold(self) -> float:
         return self.alpha * (1 - self.online_margin)
+
+    def peer_book(self) -> PeerBook:
+        """An empty book of peers' evidence with this policy's prior bounds and tag noise."""
+        return PeerBook(self.prior_min_strength, self.prior_max_strength, self.tag_noise)
 
     def default_prior(self) -> BetaPrior:
         """The prior of a setup without peers: mean alpha, weakest strength."""

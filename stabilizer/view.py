@@ -30,7 +30,6 @@ import bisect
 import numpy as np
 
 from rarecvr.contracts import TaskAssignment
-from stabilizer.peers import PeerBook
 from stabilizer.policy import Evidence, PolicyParams, decide
 
 
@@ -41,9 +40,7 @@ class AssignmentView:
         self.params = params or PolicyParams()
         self.latest: dict[str, TaskAssignment] = {}
         self.history: dict[str, list[tuple[int, str, int]]] = {}  # (valid_from, task, epoch)
-        self.groups: dict[str, set[str]] = {}
-        self.book = PeerBook(self.params.prior_min_strength, self.params.prior_max_strength,
-                             self.params.tag_noise)  # fmt: skip
+        self.book = self.params.peer_book()  #: each setup's latest evidence, by peer group
         self._cold: dict[str, str] = {}
         self.records = 0
 
@@ -57,7 +54,6 @@ class AssignmentView:
         steps = self.history.setdefault(assignment.setup_id, [])
         bisect.insort(steps, (assignment.valid_from_ms, assignment.task, assignment.epoch))
         group = str(assignment.evidence.get("group", ""))
-        self.groups.setdefault(group, set()).add(assignment.setup_id)
         self.book.update(assignment.setup_id, group,
                          float(assignment.evidence.get("clicks", 0.0)),
                          float(assignment.evidence.get("conversions", 0.0)))  # fmt: skip
@@ -95,8 +91,8 @@ class AssignmentView:
 
     def cold_start(self, group: str | None) -> str:
         """The stabilizer's answer for a setup never seen: from its peer group's evidence."""
-        members = self.groups.get(group or "")
-        if not members:
+        group = group or ""
+        if not self.book.groups.get(group):
             return self.params.cold_start_task
         if group not in self._cold:
             prior = self.book.prior(group) or self.params.default_prior()
