@@ -4,10 +4,12 @@ training.
 The thread runs an aiokafka consumer (its record decoding is compiled: about 4 us a record here,
 against about 70 for kafka-python's) over every partition from the given offsets, turns each
 partition's records of a fetch into one block of columns with ``parse`` (which leaves out dead
-letters), and hands them over in ``Batch``es through a bounded queue: when training falls
-behind, reading waits. An empty batch says the consumer is idle, with the partitions that have
-nothing more to read. Offsets are committed from the thread too (a consumer belongs to one
-thread), when the trainer asks.
+letters), and hands each block over as soon as it is parsed, in a ``Batch`` through a bounded
+queue: when training falls behind, reading waits. (A fetch holds up to 16 MiB a partition, about
+35,000 examples; handing over the fetch's blocks together made the window's first chunk wait
+for every partition's parse, about a second.) An empty batch says the consumer is idle, with
+the partitions that have nothing more to read. Offsets are committed from the thread too (a
+consumer belongs to one thread), when the trainer asks.
 
 The thread can run at a lower CPU priority than training (``nice``; the trainer's default is
 10): training is the slow part and reading only has to stay a fetch or two ahead of it, so on
@@ -33,7 +35,8 @@ from trainer.examples import Examples
 
 @dataclass(frozen=True)
 class Batch:
-    #: (partition, offsets, examples): each partition's valid records of a fetch, in order
+    #: (partition, offsets, examples): a partition's valid records of a fetch, in order (one
+    #: block, or none when the consumer is idle or read only dead letters)
     blocks: list[tuple[int, np.ndarray, Examples]]
     positions: dict[int, int]  #: each partition's next offset to read, after this batch
     caught_up: set[int] = field(default_factory=set)  #: when idle: partitions at their end
@@ -98,26 +101,32 @@ class ExampleFeed:
             while not self._stop.is_set():
                 await self._commit(consumer, parts)
                 got = await consumer.getmany(timeout_ms=500, max_records=20_000)
-                blocks = []
+                handed = False
                 for tp, records in sorted(got.items(), key=lambda kv: kv[0].partition):
                     examples, offsets = self.parse(records)
-                    if len(examples):
-                        blocks.append((tp.partition, offsets, examples))
                     positions[tp.partition] = records[-1].offset + 1
-                caught_up = set()
+                    if len(examples):  # handed over at once: training starts sooner
+                        block = (tp.partition, offsets, examples)
+                        await self._put(consumer, parts, Batch([block], dict(positions)))
+                        handed = True
                 if not got:
                     ends = await consumer.end_offsets(list(parts.values()))
                     caught_up = {p for p, tp in parts.items() if positions[p] >= ends[tp]}
-                batch = Batch(blocks, dict(positions), caught_up)
-                while not self._stop.is_set():
-                    try:
-                        self.batches.put(batch, timeout=0.2)
-                        break
-                    except queue.Full:
-                        await self._commit(consumer, parts)
+                    await self._put(consumer, parts, Batch([], dict(positions), caught_up))
+                elif not handed:  # only dead letters: the positions still move on
+                    await self._put(consumer, parts, Batch([], dict(positions)))
         finally:
             await self._commit(consumer, parts)
             await consumer.stop()
+
+    async def _put(self, consumer: AIOKafkaConsumer, parts: dict, batch: Batch) -> None:
+        """Queue a batch, committing what the trainer asks while the queue is full."""
+        while not self._stop.is_set():
+            try:
+                self.batches.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                await self._commit(consumer, parts)
 
     async def _commit(self, consumer: AIOKafkaConsumer, parts: dict) -> None:
         while not self._commits.empty():

@@ -65,7 +65,7 @@ class TrainerConfig:
     #: them all, so a small chunk starts training early). Little is read ahead: on 2 cores
     #: reading beside training slows training more than overlapping them gains (BENCHMARKS.md).
     chunk: int = 65_536
-    read_ahead: int = 2  #: fetches (up to 20,000 records each) parsed ahead of the trainer
+    read_ahead: int = 2  #: blocks (a partition's records of a fetch) parsed ahead of the trainer
     #: How much lower the reader thread's CPU priority is than training's (0: the same)
     reader_nice: int = 10
     keep_versions: int = 5
