@@ -150,12 +150,19 @@ class PeerBook:
         self.min_strength, self.max_strength, self.tag_noise = min_strength, max_strength, tag_noise
         self.groups: dict[str, dict[str, tuple[float, float]]] = {}
         self.setups: dict[str, tuple[float, float]] = {}
+        self.group_of: dict[str, str] = {}
         self._fits: dict[str, BetaPrior | None] = {}
         self._changes: dict[str, int] = {}
 
     def update(self, setup_id: str, group: str, clicks: float, conversions: float) -> None:
+        """A setup's latest evidence; a setup whose tags changed leaves its old group."""
+        old = self.group_of.get(setup_id, group)
+        if old != group:
+            del self.groups[old][setup_id]
+            self._changes[old] = self._changes.get(old, 0) + 1
         self.groups.setdefault(group, {})[setup_id] = (clicks, conversions)
         self.setups[setup_id] = (clicks, conversions)
+        self.group_of[setup_id] = group
         for key in (group, self.POPULATION):
             self._changes[key] = self._changes.get(key, 0) + 1
 

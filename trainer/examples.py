@@ -98,15 +98,13 @@ class Examples:
         """Whether each example's setup was hard at its click time, by ``hard_as_of`` of an
         assignment reader or view: one lookup per setup, not per example."""
         setups, which = _distinct(self.meta["setup_id"])
-        first = np.empty(len(setups), np.int64)
-        first[which[::-1]] = np.arange(len(self))[::-1]  # each setup's first row
-        order = np.argsort(which, kind="stable")
+        order = np.argsort(which, kind="stable")  # each setup's rows together, in row order
         bounds = np.searchsorted(which[order], np.arange(len(setups) + 1))
         clicks, groups = self.meta["click_ts_ms"], self.meta["group"]
         hard = np.zeros(len(self), dtype=bool)
         for k, setup in enumerate(setups):
             rows = order[bounds[k] : bounds[k + 1]]
-            hard[rows] = assignments.hard_as_of(setup, clicks[rows], groups[first[k]].decode())
+            hard[rows] = assignments.hard_as_of(setup, clicks[rows], groups[rows[0]].decode())
         return hard
 
     @classmethod

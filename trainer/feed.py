@@ -7,9 +7,9 @@ partition's records of a fetch into one block of columns with ``parse`` (which l
 letters), and hands each block over as soon as it is parsed, in a ``Batch`` through a bounded
 queue: when training falls behind, reading waits. (A fetch holds up to 16 MiB a partition, about
 35,000 examples; handing over the fetch's blocks together made the window's first chunk wait
-for every partition's parse, about a second.) An empty batch says the consumer is idle, with
-the partitions that have nothing more to read. Offsets are committed from the thread too (a
-consumer belongs to one thread), when the trainer asks.
+for every partition's parse, about a second.) A batch without a block says the consumer is
+idle, with the partitions that have nothing more to read. Offsets are committed from the thread
+too (a consumer belongs to one thread), when the trainer asks.
 
 The thread can run at a lower CPU priority than training (``nice``; the trainer's default is
 10): training is the slow part and reading only has to stay a fetch or two ahead of it, so on
@@ -35,9 +35,9 @@ from trainer.examples import Examples
 
 @dataclass(frozen=True)
 class Batch:
-    #: (partition, offsets, examples): a partition's valid records of a fetch, in order (one
-    #: block, or none when the consumer is idle or read only dead letters)
-    blocks: list[tuple[int, np.ndarray, Examples]]
+    #: (partition, offsets, examples): a partition's valid records of a fetch, in order; None
+    #: when the consumer is idle or read only dead letters
+    block: tuple[int, np.ndarray, Examples] | None
     positions: dict[int, int]  #: each partition's next offset to read, after this batch
     caught_up: set[int] = field(default_factory=set)  #: when idle: partitions at their end
 
@@ -107,14 +107,14 @@ class ExampleFeed:
                     positions[tp.partition] = records[-1].offset + 1
                     if len(examples):  # handed over at once: training starts sooner
                         block = (tp.partition, offsets, examples)
-                        await self._put(consumer, parts, Batch([block], dict(positions)))
+                        await self._put(consumer, parts, Batch(block, dict(positions)))
                         handed = True
                 if not got:
                     ends = await consumer.end_offsets(list(parts.values()))
                     caught_up = {p for p, tp in parts.items() if positions[p] >= ends[tp]}
-                    await self._put(consumer, parts, Batch([], dict(positions), caught_up))
+                    await self._put(consumer, parts, Batch(None, dict(positions), caught_up))
                 elif not handed:  # only dead letters: the positions still move on
-                    await self._put(consumer, parts, Batch([], dict(positions)))
+                    await self._put(consumer, parts, Batch(None, dict(positions)))
         finally:
             await self._commit(consumer, parts)
             await consumer.stop()

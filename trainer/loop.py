@@ -137,13 +137,13 @@ class Trainer:
                 batch = feed.get(timeout=0.5)
                 if batch is None:
                     continue
-                if batch.blocks:
+                if batch.block is not None:
+                    partition, offsets, examples = batch.block
+                    times = examples.label_time(cfg.attribution_window_ms)
+                    assembler.add(partition, offsets, times, examples)
                     last_record = time.monotonic()
                 elif idle_stop_s is not None and time.monotonic() - last_record > idle_stop_s:
                     return
-                for partition, offsets, examples in batch.blocks:
-                    times = examples.label_time(cfg.attribution_window_ms)
-                    assembler.add(partition, offsets, times, examples)
                 if assembler.rows >= cfg.chunk:
                     run = run or self._window_run(assembler.start_ms)
                     run.add(assembler.take())
