@@ -41,7 +41,7 @@ class AssignmentView:
         self.latest: dict[str, TaskAssignment] = {}
         self.history: dict[str, list[tuple[int, str, int]]] = {}  # (valid_from, task, epoch)
         self.book = self.params.peer_book()  #: each setup's latest evidence, by peer group
-        self._cold: dict[str, str] = {}
+        self._cold: dict[str, str] = {}  #: cold-start answer by group, until the next record
         self.records = 0
 
     def apply(self, assignment: TaskAssignment) -> bool:
@@ -57,7 +57,7 @@ class AssignmentView:
         self.book.update(assignment.setup_id, group,
                          float(assignment.evidence.get("clicks", 0.0)),
                          float(assignment.evidence.get("conversions", 0.0)))  # fmt: skip
-        self._cold.pop(group, None)
+        self._cold.clear()  # the prior mixes in the population: every group's answer may move
         return True
 
     @property

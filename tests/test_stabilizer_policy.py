@@ -166,3 +166,19 @@ def test_without_tag_noise_the_group_alone_is_the_prior():
     post = posterior(Evidence(clicks=800, conversions=2), prior)
     assert post.peers_weight == 1.0
     assert post.cdf(0.009) == posterior(Evidence(800, 2), prior.peers).cdf(0.009)
+
+
+def test_a_cold_start_answer_follows_evidence_from_other_groups():
+    # The prior mixes the group with the population, so another group's setups move it too.
+    view = AssignmentView(PolicyParams(alpha=0.01, tag_noise=0.2))
+
+    def apply(setup, group, clicks, conversions):
+        view.apply(TaskAssignment(setup_id=setup, task="soft", epoch=1, reason="cold_start",
+                                  evidence={"clicks": clicks, "conversions": conversions,
+                                            "group": group}, valid_from_ms=0))  # fmt: skip
+
+    apply("rare", "retail/purchase", 10_000, 50)
+    assert view.task("new", group="retail/purchase") == ("hard", 0)
+    for i in range(20):  # many common setups elsewhere: the population's CVR rises
+        apply(f"common{i}", "travel/landing_page_view", 10_000, 2_000)
+    assert view.task("new", group="retail/purchase") == ("soft", 0)
