@@ -12,7 +12,9 @@ day), the reassignment delay after a true crossing, and the hard share. Nearly e
 setup starts in the first hour, from no evidence, so the first week is mostly cold starts and
 their corrections; ``steady_flip_rate_vs_naive``, ``steady_accuracy`` and
 ``steady_naive_accuracy`` are the same figures from day 7 on, the regime of a marketplace that
-has been running.
+has been running. ``click_weighted_accuracy`` and ``naive_click_weighted_accuracy`` weigh each
+setup-hour by its clicks in that hour: a wrong task costs in proportion to the traffic it
+routes.
 """
 
 from __future__ import annotations
@@ -122,8 +124,9 @@ def evaluate(market: Marketplace, counts: tuple, params: PolicyParams,
     day_one = seen_mask & (np.arange(hours)[None, :] < first_hour[:, None] + 24)
     steady = seen_mask & (np.arange(hours)[None, :] >= steady_from_h)
 
-    def accuracy(task: np.ndarray, mask: np.ndarray) -> float:
-        return float(((task == 1) == truth)[mask].mean())
+    def accuracy(task: np.ndarray, mask: np.ndarray, weights: np.ndarray | None = None) -> float:
+        return float(np.average(((task == 1) == truth)[mask],
+                                weights=None if weights is None else weights[mask]))  # fmt: skip
 
     crossing_delays, never = [], 0
     for s in np.flatnonzero(truth.any(1) & ~truth.all(1)):
@@ -153,6 +156,8 @@ def evaluate(market: Marketplace, counts: tuple, params: PolicyParams,
         "reassign_delay_h_p90": percentile(crossing_delays, 90),
         "reassign_delay_h_max": percentile(crossing_delays, 100),
         "crossings_not_reassigned_by_end": never,
+        "click_weighted_accuracy": round(accuracy(policy_task, seen_mask, clicks), 4),
+        "naive_click_weighted_accuracy": round(accuracy(naive_task, seen_mask, clicks), 4),
         "steady_from_h": steady_from_h,
         "steady_flip_rate_vs_naive": round(changes(policy_task, steady_from_h)
                                            / max(changes(naive_task, steady_from_h), 1), 4),
