@@ -94,10 +94,11 @@ class AssignmentView:
         group = group or ""
         if not self.book.groups.get(group):
             return self.params.cold_start_task
-        if group not in self._cold:
+        task = self._cold.get(group)
+        if task is None:  # kept in a local: the reader's thread may clear the cache meanwhile
             prior = self.book.prior(group) or self.params.default_prior()
-            self._cold[group] = decide(None, Evidence(0.0, 0.0), prior, 0, self.params).task
-        return self._cold[group]
+            task = self._cold[group] = decide(None, Evidence(0.0, 0.0), prior, 0, self.params).task
+        return task
 
     def snapshot(self) -> dict[str, dict]:
         return {setup: a.model_dump() for setup, a in self.latest.items()}
