@@ -3,9 +3,10 @@
 What the stream worker and the stabilizer would publish for clean traffic, without running
 them: the trainer's tests and benchmark read these from the topics. Like the worker, labels go
 out in steps (``STEP`` examples here), each step's labels of a partition joined in records
-(``contracts.join_lines``) on the labeled-examples partition of the same number. A positive is
-final at its conversion, a negative when its attribution window closes. ``label_noise`` flips
-that share of labels at random (to show that the trainer's gate refuses such a window).
+(``contracts.join_lines``) on the labeled-examples partition of the same number. Every label is
+final when its click's attribution window closes (positives wait with their negatives).
+``label_noise`` flips that share of labels at random (to show that the trainer's gate refuses
+such a window).
 """
 
 from __future__ import annotations
@@ -50,12 +51,11 @@ def _examples(market: Marketplace, label_noise: float, noisy_between: tuple[int,
             click = json.loads(record.value)
             label = int(chunk.converted[i])
             conversion = int(chunk.conversion_ts_ms[i]) if label else None
-            final = conversion if label else click["ts_ms"] + window
+            final = click["ts_ms"] + window
             lo, hi = noisy_between or (final, final)
             if label_noise and lo <= final <= hi and rng.random() < label_noise:
                 label = 1 - label  # a false positive "converts" when its label became final
                 conversion = final if label else None
-                final = conversion if label else click["ts_ms"] + window
             example = {"v": 1, "click_id": click["event_id"], "setup_id": click["setup_id"],
                        "advertiser_id": click["advertiser_id"], "features": click["features"],
                        "label": label, "click_ts_ms": click["ts_ms"],

@@ -6,9 +6,13 @@ event time. Each partition has a watermark, ``min(latest click time, latest conv
 before the watermark passes it, so the outcome does not depend on how the two topics interleave.
 
 - A click is counted once (a second click with the same id is a duplicate).
-- A conversion is attributed to its click if it happened within ``[click, click + window]``:
-  the click becomes a positive example at once (even if the conversion came first and waited).
-- When the watermark passes ``click + window`` without one, the click becomes a negative example.
+- A conversion is attributed to its click if it happened within ``[click, click + window]``
+  (even if the conversion came first and waited); its setup's CVR counts it at once.
+- When the watermark passes ``click + window`` the click's label is final: positive if a
+  conversion was attributed, else negative. Positives wait with their negatives, so the labels
+  of any span of label time are a click-time cohort with the population's conversion rate (a
+  positive sent at its conversion would reach the trainer up to a window before the negatives
+  of its cohort, and a window of label time would over-state the rate; docs/diagnosis.md).
 - A conversion whose click is unknown is kept until the watermark passes ``conversion +
   orphan_ttl`` (the click may be late), then dropped and counted, never silently.
 - A conversion that arrives after its click was labeled negative is counted as late; the label
@@ -21,8 +25,11 @@ before the watermark passes it, so the outcome does not depend on how the two to
 >>> [type(e).__name__ for e in effects]
 ['CvrDelta']
 >>> state, effects = on_conversion(state, {"event_id": "v1", "ts_ms": 40}, rules)
->>> effects[0].example["label"], effects[1].kind
-(1, 'conversion')
+>>> [(type(e).__name__, e.kind) for e in effects]
+[('CvrDelta', 'conversion')]
+>>> state, effects = on_watermark(state, 110, rules)
+>>> effects[0].example["label"], effects[0].example["conversion_ts_ms"]
+(1, 40)
 """
 
 from __future__ import annotations
@@ -91,13 +98,14 @@ def _example(click: dict, label: int, conversion_ts: int | None) -> dict:
 
 
 def _attribute(state: dict, rules: Rules) -> list:
-    """Label positive if the recorded conversion falls in the click's window."""
+    """Attribute the recorded conversion if it falls in the click's window (the label waits
+    for the window's close)."""
     click, conv = state["click"], state["conv"]
     delay = conv["ts_ms"] - click["ts_ms"]
     if not 0 <= delay <= rules.window_ms:
         return [Count("conversion_outside_window")]
-    state["label"] = 1
-    return positive_effects(state)
+    state["attributed"] = True
+    return [conversion_delta(state)]
 
 
 def on_click(state: dict | None, click: dict, rules: Rules) -> tuple[dict, list]:
@@ -144,8 +152,8 @@ def on_watermark(state: dict, watermark: int, rules: Rules) -> tuple[dict | None
     if click is None:
         return None, [Count("orphan_expired")]
     if state["label"] is None:
-        state = dict(state, label=0)
-        return state, negative_effects(state)
+        state = dict(state, label=1 if state.get("attributed") else 0)
+        return state, label_effects(state)
     return None, []
 
 
@@ -165,17 +173,17 @@ def forgettable(state: dict, committed) -> bool:
     return all(offset < committed(kind, state["p"]) for kind, offset in state["closed"].items())
 
 
-def positive_effects(state: dict) -> list:
-    """The outputs of a positive label: the example and its conversion's CVR delta."""
+def conversion_delta(state: dict) -> CvrDelta:
+    """The CVR delta of an attributed conversion."""
     click, conv = state["click"], state["conv"]
-    return [
-        Label(_example(click, 1, conv["ts_ms"])),
-        CvrDelta(click["setup_id"], "conversion", conv["ts_ms"], conv["ts_ms"] - click["ts_ms"]),
-    ]
+    return CvrDelta(click["setup_id"], "conversion", conv["ts_ms"], conv["ts_ms"] - click["ts_ms"])
 
 
-def negative_effects(state: dict) -> list:
-    return [Label(_example(state["click"], 0, None))]
+def label_effects(state: dict) -> list:
+    """The output of a final label: the labeled example."""
+    positive = state["label"] == 1
+    return [Label(_example(state["click"], state["label"],
+                           state["conv"]["ts_ms"] if positive else None))]  # fmt: skip
 
 
 def apply_event(
@@ -194,8 +202,8 @@ def apply_event(
         if slot == "click":
             click = state["click"]
             effects.append(click_delta(click))
-        if state.get("label_src") == source and state["label"] == 1:
-            effects += positive_effects(state)
+        if state.get("delta_src") == source:
+            effects.append(conversion_delta(state))
         return state, effects, True
     if state is not None and source[2] > state.get("closed", {}).get(kind, source[2]):
         state = None  # read after the watermark closed it: a new event starts over
@@ -203,6 +211,6 @@ def apply_event(
     new, effects = handler(state, event, rules)
     if new is not state:
         new = dict(new, src=dict((state or {}).get("src", {}), **{slot: source}))
-        if any(isinstance(e, Label) for e in effects):
-            new["label_src"] = source
+        if any(isinstance(e, CvrDelta) and e.kind == "conversion" for e in effects):
+            new["delta_src"] = source
     return new, effects, False

@@ -63,9 +63,8 @@ from streams.attribution import (
     apply_event,
     deadline,
     forgettable,
-    negative_effects,
+    label_effects,
     on_watermark,
-    positive_effects,
 )
 from streams.step import Step
 from streams.watermark import Watermark
@@ -250,10 +249,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             if src and state.get("label") is not None:
                 done = committed.get(TP(SOURCE_TOPICS[src[0]], p), 0)
                 if src[2] >= done - 1:
-                    effects = (
-                        positive_effects(state) if state["label"] == 1 else negative_effects(state)
-                    )
-                    for effect in effects:
+                    for effect in label_effects(state):
                         if isinstance(effect, Label):
                             step.label(p, effect.example)
                     metrics.OUTCOMES.labels("label_resent_after_restart").inc()

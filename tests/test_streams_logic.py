@@ -124,8 +124,19 @@ def test_an_orphan_conversion_waits_for_its_late_click():
     state, effects = on_conversion(None, v, RULES)
     assert [e.name for e in effects] == ["orphan_conversion"]
     state, effects = on_click(state, click(1, 400), RULES)
-    assert [type(e).__name__ for e in effects] == ["CvrDelta", "Label", "CvrDelta"]
-    assert effects[1].example["label"] == 1 and effects[1].example["conversion_ts_ms"] == 500
+    assert [(type(e).__name__, e.kind) for e in effects] == [
+        ("CvrDelta", "click"), ("CvrDelta", "conversion")]  # fmt: skip
+    state, effects = on_watermark(state, 400 + RULES.window_ms, RULES)
+    assert effects[0].example["label"] == 1 and effects[0].example["conversion_ts_ms"] == 500
+
+
+def test_a_positive_waits_for_its_attribution_window_to_close():
+    state, _ = on_click(None, click(1, 400), RULES)
+    state, effects = on_conversion(state, {"event_id": "v1", "ts_ms": 450}, RULES)
+    assert not any(isinstance(e, Label) for e in effects)
+    assert on_watermark(state, 400 + RULES.window_ms - 1, RULES) == (state, [])
+    _, effects = on_watermark(state, 400 + RULES.window_ms, RULES)
+    assert [e.example["label"] for e in effects] == [1]
 
 
 def test_an_orphan_conversion_expires_counted_after_its_ttl():
@@ -213,11 +224,11 @@ def test_a_replayed_record_re_emits_its_outputs_and_a_duplicate_does_not():
     assert not replayed and [type(e).__name__ for e in effects] == ["CvrDelta"]
     conv = {"event_id": "v1", "click_id": "c1", "ts_ms": 150}
     state, effects, _ = apply_event(state, "conversions", conv, ["conversions", 0, 3], RULES)
-    assert [type(e).__name__ for e in effects] == ["Label", "CvrDelta"]
-    # The same conversion record again (a replay): the label and delta are sent again.
+    assert [(type(e).__name__, e.kind) for e in effects] == [("CvrDelta", "conversion")]
+    # The same conversion record again (a replay): its delta is sent again.
     again, effects, replayed = apply_event(state, "conversions", conv, ["conversions", 0, 3], RULES)
     assert replayed and again == state
-    assert [type(e).__name__ for e in effects] == ["Label", "CvrDelta"]
+    assert [(type(e).__name__, e.kind) for e in effects] == [("CvrDelta", "conversion")]
     # The same conversion id in another record: a duplicate, nothing to send.
     again, effects, replayed = apply_event(state, "conversions", conv, ["conversions", 0, 9], RULES)
     assert not replayed and [e.name for e in effects] == ["duplicate_conversion"]

@@ -26,7 +26,7 @@ would make them (the replicas' path), so training and serving hash the same stri
 >>> len(block), records.tolist(), bad, block.inputs["hour"].tolist()
 (2, [0, 0], [], [b'3', b'4'])
 >>> block.inputs["recency_days"].tolist(), block.label_time(attribution_window_ms=100).tolist()
-([2.5, 0.0], [9, 107])
+([2.5, 0.0], [105, 107])
 >>> block, records, bad = parse([values[0], b'{"click_id": "c3"}\\nnot json', b"[1]"], spec)
 >>> len(block), records.tolist()
 (1, [0])
@@ -89,10 +89,10 @@ class Examples:
         return Examples(inputs, meta)
 
     def label_time(self, attribution_window_ms: int) -> np.ndarray:
-        """When each label became final (event time): its conversion, or the window's close."""
-        m = self.meta
-        converted = (m["label"] == 1) & (m["conversion_ts_ms"] != NO_CONVERSION)
-        return np.where(converted, m["conversion_ts_ms"], m["click_ts_ms"] + attribution_window_ms)
+        """When each label became final (event time): the close of its click's attribution
+        window, for positives as for negatives (the worker sends both then), so a span of label
+        time is a cohort of clicks with the population's conversion rate."""
+        return self.meta["click_ts_ms"] + attribution_window_ms
 
     def hard(self, assignments) -> np.ndarray:
         """Whether each example's setup was hard at its click time, by ``hard_as_of`` of an
