@@ -2,13 +2,7 @@
 
     categorical strings --hash--> embeddings ┐
     numeric floats -----normalise-----------─┴─> x0 ─> N shared cross layers ─> h
-    h ─> soft tower (MLP) ─> + logit(prior) ─> p_soft
-    h ─> hard tower (MLP) ─> + logit(prior) ─> p_hard
-
-The prior (``FeatureSpec.prior``, optional) is the example's setup's decayed historical CVR as
-of its click: a counting feature, as production CVR models use. Its logit is added to each
-tower's logit, so a tower learns how an example differs from its setup's rate instead of
-relearning every setup's rate from its few conversions.
+    h ─> soft tower (MLP) ─> p_soft          h ─> hard tower (MLP) ─> p_hard
 
 Each example counts only in its own task's loss, and the loss of a task is averaged over that
 task's examples in the batch (not over the whole batch, which would shrink a task's weight with
@@ -45,8 +39,6 @@ class ModelConfig:
     tasks: tuple[str, ...] = TASKS
     loss_weights: tuple[float, ...] = (0.5, 0.5)
     learning_rate: float = 1e-3
-    #: L2 penalty on the embedding rows a batch looks up (per row, summed over its values)
-    embedding_l2: float = 0.0
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -85,7 +77,6 @@ class Trunk(keras.layers.Layer):
         super().__init__(**kwargs)
         spec = config.features
         self.categorical, self.numeric = spec.categorical, spec.numeric
-        self.l2 = config.embedding_l2
         self.hashers = [keras.layers.Hashing(config.hash_buckets) for _ in self.categorical]
         self.embeddings = [
             keras.layers.Embedding(
@@ -119,9 +110,6 @@ class Trunk(keras.layers.Layer):
                 self.categorical, self.hashers, self.embeddings, strict=True
             )
         ]
-        if self.l2:
-            self.add_loss(self.l2 * tf.reduce_mean(tf.add_n([tf.reduce_sum(tf.square(p), 1)
-                                                             for p in parts])))  # fmt: skip
         if self.normalizer is not None:
             parts.append(self.normalizer(self.numeric_matrix(inputs)))
         x0 = tf.concat(parts, axis=1)
@@ -140,22 +128,6 @@ def tower(config: ModelConfig, task: str) -> keras.Sequential:
     )
 
 
-def prior_logit(config: ModelConfig, inputs: dict) -> tf.Tensor | None:
-    """The logit of each example's prior rate (None without one), clipped away from 0 and 1."""
-    name = config.features.prior
-    if name is None:
-        return None
-    rate = tf.clip_by_value(tf.cast(inputs[name], tf.float32), 1e-6, 1 - 1e-6)
-    return tf.math.log(rate) - tf.math.log1p(-rate)
-
-
-def tower_logit(tower, h: tf.Tensor, offset: tf.Tensor | None, training=False) -> tf.Tensor:
-    """A tower's logit for each example: its output plus the prior's logit, if any. Training,
-    ``MultiTaskDCN.call`` and the exported graphs all compute it here."""
-    logit = tower(h, training=training)[:, 0]
-    return logit if offset is None else logit + offset
-
-
 class MultiTaskDCN(keras.Model):
     """A trunk shared by one tower per task. ``call`` returns each task's probability."""
 
@@ -171,9 +143,9 @@ class MultiTaskDCN(keras.Model):
         return [self.loss_tracker]
 
     def call(self, inputs: dict) -> dict[str, tf.Tensor]:
-        h, offset = self.trunk(inputs), prior_logit(self.config, inputs)
+        h = self.trunk(inputs)
         return {
-            task: tf.sigmoid(tower_logit(t, h, offset))
+            task: tf.sigmoid(t(h))[:, 0]
             for task, t in zip(self.config.tasks, self.towers, strict=True)
         }
 
@@ -190,14 +162,12 @@ class MultiTaskDCN(keras.Model):
         task = tf.cast(targets["task"], tf.int32)
         rows = [tf.where(task == k)[:, 0] for k in range(len(self.towers))]
         with tf.GradientTape() as tape:
-            h, offset = self.trunk(inputs, training=True), prior_logit(self.config, inputs)
+            h = self.trunk(inputs, training=True)
             logits = [
-                tower_logit(t, tf.gather(h, r), None if offset is None else tf.gather(offset, r),
-                            training=True) if w > 0 else None
+                t(tf.gather(h, r), training=True)[:, 0] if w > 0 else None
                 for t, r, w in zip(self.towers, rows, self.config.loss_weights, strict=True)
-            ]  # fmt: skip
+            ]
             loss = multitask_loss(labels, logits, rows, self.config.loss_weights)
-            loss += tf.add_n(self.trunk.losses) if self.trunk.losses else 0.0
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
@@ -211,8 +181,7 @@ def build(config: ModelConfig, sample: dict, base_rates: dict | None = None) -> 
 
     ``base_rates`` (task -> mean label) start each tower's output bias at the logit of its
     task's rate: with rare labels, a tower that starts at 50% spends its first thousand steps
-    unlearning that, and is badly calibrated until it has. With a prior input the towers start
-    at 0 instead: the prior's logit already carries each example's rate.
+    unlearning that, and is badly calibrated until it has.
     """
     keras.utils.set_random_seed(config.seed)
     model = MultiTaskDCN(config)
@@ -220,7 +189,7 @@ def build(config: ModelConfig, sample: dict, base_rates: dict | None = None) -> 
         model.trunk.adapt(model.trunk.numeric_matrix(sample))
     model.compile(optimizer=SparseAdam(learning_rate=config.learning_rate), jit_compile=False)
     model({k: v[:2] for k, v in sample.items()})
-    for task, rate in ({} if config.features.prior else base_rates or {}).items():
+    for task, rate in (base_rates or {}).items():
         rate = min(max(float(rate), 1e-6), 1 - 1e-6)
         bias = model.towers[config.tasks.index(task)].layers[-1].bias
         bias.assign([math.log(rate / (1 - rate))])

@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow as tf
 
 import rarecvr
-from model.dcn import MultiTaskDCN, prior_logit, tower_logit
+from model.dcn import MultiTaskDCN
 
 SIGNATURE = "serving_default"
 SOFT = "soft"  #: the soft tower's signature in a model version
@@ -46,11 +46,10 @@ class TaskGraph(tf.Module):
                     f"the model has no {name!r} tower; its tasks are {model.config.tasks}"
                 )
         self.tasks = tasks
-        self.config = model.config
         self.trunk = model.trunk
         self.towers = [model.towers[model.config.tasks.index(task)] for task in tasks]
         inputs = {name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical}
-        inputs |= {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.floats}
+        inputs |= {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
         signatures = signatures or {SIGNATURE: tasks}
         self.functions = {name: self._signature(towers, inputs)
                           for name, towers in signatures.items()}  # fmt: skip
@@ -59,9 +58,8 @@ class TaskGraph(tf.Module):
         return tf.function(lambda features: self._serve(features, tasks), input_signature=[inputs])
 
     def _serve(self, inputs, tasks: tuple[str, ...]):
-        h, offset = self.trunk(inputs), prior_logit(self.config, inputs)
-        probs = [tf.sigmoid(tower_logit(self.towers[self.tasks.index(t)], h, offset))
-                 for t in tasks]  # fmt: skip
+        h = self.trunk(inputs)
+        probs = [tf.sigmoid(self.towers[self.tasks.index(t)](h)[:, 0]) for t in tasks]
         if len(probs) == 1:
             return {OUTPUT: probs[0]}
         return {f"{OUTPUT}_{task}": p for task, p in zip(tasks, probs, strict=True)}

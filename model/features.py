@@ -15,22 +15,14 @@ import pyarrow.compute as pc
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Model inputs: categorical features (hashed strings), numeric ones (floats), and
-    ``prior``, the input that carries each example's prior conversion rate (its setup's decayed
-    historical CVR as of the click), whose logit offsets every tower's logit."""
+    """Model inputs: categorical features (hashed strings) and numeric ones (floats)."""
 
     categorical: tuple[str, ...]
     numeric: tuple[str, ...] = ()
-    prior: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.categorical + self.floats
-
-    @property
-    def floats(self) -> tuple[str, ...]:
-        """Every float input: the numeric features, then the prior."""
-        return self.numeric + ((self.prior,) if self.prior else ())
+        return self.categorical + self.numeric
 
 
 def _as_bytes(column: pa.ChunkedArray) -> np.ndarray:
@@ -51,7 +43,7 @@ def to_inputs(table: pa.Table, spec: FeatureSpec) -> dict[str, np.ndarray]:
     if missing:
         raise KeyError(f"the table lacks model features {missing}; it has {table.column_names}")
     inputs = {name: _as_bytes(table[name]) for name in spec.categorical}
-    for name in spec.floats:
+    for name in spec.numeric:
         values = table[name].cast(pa.float32()).fill_null(0.0)
         inputs[name] = values.to_numpy().astype(np.float32)
     return inputs
@@ -63,6 +55,6 @@ def records_to_inputs(records: list[dict], spec: FeatureSpec) -> dict[str, np.nd
         name: np.array([str(r.get(name, "")).encode() for r in records], dtype=object)
         for name in spec.categorical
     }
-    for name in spec.floats:
+    for name in spec.numeric:
         inputs[name] = np.array([float(r.get(name, 0.0)) for r in records], dtype=np.float32)
     return inputs

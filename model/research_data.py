@@ -18,8 +18,6 @@ from model.tasks import decayed_cvr_asof, setup_cvr_from
 from rarecvr.logfile import read_table
 
 DAY_MS = 86_400_000
-#: The input that carries each row's setup CVR as of its click (``FeatureSpec.prior``)
-PRIOR = "setup_cvr"
 
 
 @dataclass
@@ -74,7 +72,7 @@ def simulated(market, rule: TaskRule, test_share: float = 0.25) -> Study:
     hard = cvr <= rule.alpha
     spec = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
     cut = int(np.searchsorted(t, np.quantile(t, 1 - test_share)))
-    inputs = to_inputs(table, spec) | {PRIOR: cvr.astype(np.float32)}
+    inputs = to_inputs(table, spec)
     true_p = table["true_p"].to_numpy()
     about = {"source": "simulator", "clicks": table.num_rows, "seed": market.cfg.seed,
              "shared_strength": market.cfg.shared_strength, "split": "by time",
