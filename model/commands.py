@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import sys
@@ -59,7 +58,9 @@ def research(data, label, positive, setup, time_col, features, categorical, colu
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from model import report
     from model.research import Plan, run_study, summarise
-    from model.research_data import TaskRule, from_file, simulated
+    from model.research_data import from_file, simulated
+    from model.tasks import TaskRule
+    from model.training import auto_epochs
 
     plan = Plan.quick() if quick else Plan()
     plan = replace(plan, seeds=tuple(range(1, (1 if quick else seeds) + 1)))
@@ -83,8 +84,7 @@ def research(data, label, positive, setup, time_col, features, categorical, colu
             rows = len(studies(plan.seeds[0], None).train)
         except (KeyError, ValueError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc).strip("'\"")) from None
-        auto_epochs = max(1, min(10, math.ceil(500_000 / max(rows, 1))))
-        plan = replace(plan, epochs=epochs or auto_epochs, batch=512,
+        plan = replace(plan, epochs=epochs or auto_epochs(rows), batch=512,
                        hash_buckets=min(plan.hash_buckets, 20_000))  # fmt: skip
         strengths = (None,)
     else:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from model.features import FeatureSpec, to_inputs
-from model.tasks import decayed_cvr_asof, setup_cvr_from
+from model.tasks import TaskRule, decayed_cvr_asof, setup_cvr_from
 from rarecvr.logfile import read_table
 
 DAY_MS = 86_400_000
@@ -39,15 +39,6 @@ class Study:
     train: Split
     test: Split
     about: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TaskRule:
-    """How rows get their task: alpha, the decay half-life, and the prior's strength."""
-
-    alpha: float = 0.01
-    half_life_days: float = 7.0
-    prior_strength: float = 200.0
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:

@@ -20,7 +20,19 @@ array([0.5 , 0.75, 0.5 , 0.5 ])
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class TaskRule:
+    """How rows get their task: alpha, the decay half-life, and the prior's strength."""
+
+    alpha: float = 0.01
+    half_life_days: float = 7.0
+    prior_strength: float = 200.0
+
 
 SHIFT = 2**42  # ms offsets below 2^42 (139 years) and setup codes below 2^21 fit an int64 key
 

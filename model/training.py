@@ -32,6 +32,16 @@ def _sliced(tensors, batch: int) -> tf.data.Dataset:
     return tf.data.Dataset.range(tf.constant(0, tf.int64), n, batch).map(rows)
 
 
+def auto_epochs(rows: int, examples: int = 500_000, most: int = 10) -> int:
+    """Passes over ``rows`` examples that see about ``examples`` in all (1 to ``most``): small
+    data sets need several passes, and the validation split picks the best.
+
+    >>> auto_epochs(2_000_000), auto_epochs(120_000), auto_epochs(1_000)
+    (1, 5, 10)
+    """
+    return max(1, min(most, -(-examples // max(rows, 1))))
+
+
 def _task(config: ModelConfig, hard: np.ndarray) -> np.ndarray:
     """Each example's task index: its own, or 0 for every example of a single-task model."""
     return np.zeros(hard.size, np.int32) if config.tasks == SINGLE_TASK else hard.astype(np.int32)

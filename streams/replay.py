@@ -18,21 +18,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from rarecvr.logfile import millis
 from rarecvr.produce import Record
 from rarecvr.topics import CLICKS, CONVERSIONS
-
-
-def _millis(column: pa.ChunkedArray, unit: str) -> np.ndarray:
-    """Event times in ms as floats (NaN where empty)."""
-    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-        column = pc.cast(pc.cast(column, pa.timestamp("ms")), pa.int64())
-        scale = 1
-    else:
-        scale = {"ms": 1, "s": 1000}[unit]
-    values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-    return values * scale
 
 
 def log_records(
@@ -51,8 +40,8 @@ def log_records(
                if c not in table.column_names]  # fmt: skip
     if missing:
         raise KeyError(f"the log has no column(s) {missing}; it has {table.column_names}")
-    clicks_at = _millis(table[click_time], unit)
-    converted_at = _millis(table[conversion_time], unit)
+    clicks_at = millis(table[click_time], unit)
+    converted_at = millis(table[conversion_time], unit)
     if np.isnan(clicks_at).any():
         row = int(np.flatnonzero(np.isnan(clicks_at))[0])
         raise ValueError(f"row {row} has no click time in column {click_time!r}")

@@ -1,32 +1,34 @@
 """The validation gate: may a candidate replace the serving model?
 
-Both are scored on the held-out tail of the window (its latest examples by label time). The
-candidate passes when
+Both are scored on the trainer's holdout: the hard examples of the latest windows' held-out
+tails (``trainer.holdout``), which no model ever trains on. The candidate passes when
 
 - all its outputs are finite;
-- its RIG on hard examples is not worse than the serving model's by more than ``max_rig_drop``
-  (absolute), when the tail has at least ``min_positives`` hard positives to measure RIG;
+- it is better than a constant on hard examples, with confidence (the floor): its log loss
+  beats that of a constant predictor at the hard conversion rate the trainer saw before, and
+  the one-sided lower bound (``floor_z`` standard errors) of that gain is above 0. A holdout
+  with fewer than ``min_positives`` hard positives cannot show it, so nothing is published
+  until there is enough data: a model that cannot be shown to beat a constant is never served;
+- its hard RIG is not worse than the serving model's by more than ``max_rig_drop`` (absolute);
 - its calibration on hard examples is plausible: the expected number of conversions (the sum
   of its predictions) over the observed number lies within ``calibration_bounds``, or the gap
-  is within chance (a two-sided Poisson test at ``calibration_p``), or it is no further from 1
-  than the serving model's on the same tail. Hard examples are rare, so a tail rarely holds
-  many positives; the test still refuses a model that predicts 300 conversions where 5
-  happened, and does not refuse one that predicts 10. The comparison with the serving model is
-  there because a tail cut by label time is not a fair sample for calibration: positives enter
-  it at their conversion, negatives when their click's attribution window closes, so when
-  traffic changes over an attribution window (a daily cycle against a six-hour window) the
-  tail's conversion rate is off for every model alike.
+  is within chance (a two-sided Poisson test at ``calibration_p``): with rare conversions a
+  holdout holds few positives, so the test refuses a model that predicts 300 conversions where
+  5 happened and not one that predicts 10. Labels come by click-time cohort (a positive waits
+  for its attribution window, as the negatives do), so the holdout's rate is the population's.
 
 >>> params = GateParams(max_rig_drop=0.01, calibration_bounds=(0.5, 2.0))
->>> judge({"finite": True, "hard_rig": 0.10, "hard_calibration": 1.1, "hard_calibration_p": 0.4},
-...       {"hard_rig": 0.105}, params)
+>>> good = {"finite": True, "hard_rig": 0.10, "hard_calibration": 1.1, "hard_calibration_p": 0.4,
+...         "hard_positives": 40, "hard_rig_vs_constant_low": 0.02}
+>>> judge(good, {"hard_rig": 0.105}, params)
 []
->>> judge({"finite": True, "hard_rig": 0.05, "hard_calibration": 3.0, "hard_calibration_p": 1e-9},
+>>> judge(good | {"hard_rig": 0.05, "hard_calibration": 3.0, "hard_calibration_p": 1e-9},
 ...       {"hard_rig": 0.10}, params)
 ['hard_rig_drop', 'hard_calibration']
->>> judge({"finite": True, "hard_rig": 0.10, "hard_calibration": 0.45, "hard_calibration_p": 1e-9},
-...       {"hard_rig": 0.10, "hard_calibration": 0.4}, params)
-[]
+>>> judge(good | {"hard_rig_vs_constant_low": -0.01}, {"hard_rig": -0.5}, params)
+['not_above_constant']
+>>> judge(good | {"hard_positives": 3}, None, params)
+['too_few_positives']
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import poisson
 
-from model.metrics import auc, rig
+from model.metrics import EPS, auc, rig
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class GateParams:
     calibration_bounds: tuple[float, float] = (0.67, 1.5)
     calibration_p: float = 1e-3  #: a calibration gap is refused only when this unlikely
     tail_share: float = 0.1  #: the latest share of a window held out for the gate
-    min_positives: int = 20  #: fewer positives do not measure RIG or AUC
+    min_positives: int = 20  #: fewer hard positives in the holdout measure nothing
+    floor_z: float = 1.645  #: the floor's confidence: 95%, one-sided
+    holdout_examples: int = 200_000  #: hard examples of recent tails kept for the gate
 
 
 def population_metrics(labels: np.ndarray, probs: np.ndarray, prefix: str,
@@ -66,6 +70,31 @@ def population_metrics(labels: np.ndarray, probs: np.ndarray, prefix: str,
     return out
 
 
+def vs_constant(labels: np.ndarray, probs: np.ndarray, rate: float, z: float) -> dict:
+    """The model's RIG over a constant predictor at ``rate`` (``1 - LogLoss / LogLoss_const``)
+    and its confidence bounds, ``z`` standard errors of the mean per-example gain either side.
+
+    >>> y = np.array([1, 0, 0, 0] * 50)
+    >>> out = vs_constant(y, np.where(y == 1, 0.5, 0.2), rate=0.25, z=1.645)
+    >>> round(out["rig_vs_constant"], 3), out["rig_vs_constant_low"] > 0
+    (0.394, True)
+    """
+    if labels.size < 2:
+        return {"rig_vs_constant": None, "rig_vs_constant_low": None, "rig_vs_constant_high": None}
+    y = labels.astype(np.float64)
+    p = np.clip(probs.astype(np.float64), EPS, 1 - EPS)
+    r = min(max(float(rate), EPS), 1 - EPS)
+    constant = -(y * math.log(r) + (1 - y) * math.log1p(-r))
+    gain = constant + y * np.log(p) + (1 - y) * np.log1p(-p)
+    base = float(constant.mean())
+    mean, se = float(gain.mean()), float(gain.std(ddof=1) / math.sqrt(y.size))
+    return {
+        "rig_vs_constant": mean / base,
+        "rig_vs_constant_low": (mean - z * se) / base,
+        "rig_vs_constant_high": (mean + z * se) / base,
+    }
+
+
 def score(labels: np.ndarray, hard: np.ndarray, probs: dict[str, np.ndarray],
           min_positives: int = 1) -> dict:  # fmt: skip
     """Metrics of a model's outputs (``hard`` and ``soft`` heads) on each task's examples."""
@@ -77,22 +106,38 @@ def score(labels: np.ndarray, hard: np.ndarray, probs: dict[str, np.ndarray],
     return metrics
 
 
+def score_hard(labels: np.ndarray, probs: np.ndarray, rate: float, params: GateParams) -> dict:
+    """The gate's figures of a model's hard predictions on hard examples (the holdout)."""
+    finite = bool(np.isfinite(probs).all())
+    p = np.nan_to_num(probs, nan=0.5)
+    out = {"finite": finite, "constant_rate": rate}
+    out |= population_metrics(labels, p, "hard", params.min_positives)
+    out |= {f"hard_{k}": v for k, v in vs_constant(labels, p, rate, params.floor_z).items()}
+    return out
+
+
 def judge(candidate: dict, serving: dict | None, params: GateParams) -> list[str]:
     """The reasons to reject ``candidate``; empty when it may be published."""
     if not candidate["finite"]:
         return ["non_finite_output"]
+    if candidate.get("hard_positives", 0) < params.min_positives:
+        return ["too_few_positives"]
     reasons = []
+    low = candidate.get("hard_rig_vs_constant_low")
+    if low is None or low <= 0:
+        reasons.append("not_above_constant")
     rig_now = candidate.get("hard_rig")
     rig_before = (serving or {}).get("hard_rig")
-    measured = rig_now is not None and rig_before is not None
-    if measured and rig_now < rig_before - params.max_rig_drop:
+    if (
+        rig_now is not None
+        and rig_before is not None
+        and rig_now < rig_before - params.max_rig_drop
+    ):
         reasons.append("hard_rig_drop")
     p_value = candidate.get("hard_calibration_p")
     if p_value is not None and p_value < params.calibration_p:
         ratio = candidate.get("hard_calibration")
-        before = (serving or {}).get("hard_calibration")
         lo, hi = params.calibration_bounds
-        no_worse = ratio and before and abs(math.log(ratio)) <= abs(math.log(before))
-        if (ratio is None or not lo <= ratio <= hi) and not no_worse:
+        if ratio is None or not lo <= ratio <= hi:
             reasons.append("hard_calibration")
     return reasons

@@ -7,10 +7,13 @@ For each window (see ``trainer.windows``):
    its honest out-of-sample figures);
 3. a candidate is warm-started from the last good checkpoint (weights and optimizer state) and
    trained on the window less its held-out tail;
-4. the gate compares candidate and serving model on the tail (``trainer.gate``); a candidate
-   that passes is checkpointed, published to the registry, and announced on
-   ``rarecvr.model-updates``. A rejected one is logged, counted and dropped: the next window
-   starts again from the last good checkpoint, so one bad window cannot poison the next.
+4. the tail's hard examples join the holdout (``trainer.holdout``: the hard examples of recent
+   tails, never trained on), and the gate compares candidate, serving model and a constant on it
+   (``trainer.gate``); a candidate that passes is checkpointed, published to the registry, and
+   announced on ``rarecvr.model-updates``. A rejected one is logged, counted and dropped: the
+   next window starts again from the last good checkpoint, so one bad window cannot poison the
+   next. A serving model that scores below a constant on a fresh window (progressively, with
+   confidence) is reported in the window's entry and by a metric.
 
 Crash safety: the trainer's state (next window, its start offsets and earliest event time, last
 good checkpoint, history) is one file replaced atomically after each window; Kafka offsets are
@@ -35,6 +38,7 @@ from kafka import KafkaProducer
 
 from model.dcn import ModelConfig, build
 from model.export import export_version
+from model.training import predict
 from rarecvr.contracts import DeadLetter, encode
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
@@ -42,7 +46,8 @@ from trainer import checkpoint, metrics
 from trainer.examples import Examples, parse
 from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
-from trainer.gate import GateParams, judge
+from trainer.gate import GateParams, judge, score_hard, vs_constant
+from trainer.holdout import Holdout
 from trainer.registry import Registry
 from trainer.window_run import WindowRun
 from trainer.windows import WindowAssembler
@@ -83,6 +88,8 @@ class TrainerState:
     history: list[dict] = field(default_factory=list)
     #: where the last window ended in event time: the next one starts there or later
     resume_ms: int | None = None
+    #: hard examples and positives trained on so far: the constant the gate's floor beats
+    hard_counts: list[int] = field(default_factory=lambda: [0, 0])
 
     @classmethod
     def load(cls, path: Path) -> TrainerState:
@@ -100,6 +107,8 @@ class Trainer:
         self.ckpt_dir = cfg.state_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.state = self._reconcile(TrainerState.load(self.state_path))
+        self.holdout_path = cfg.state_dir / "holdout.npz"
+        self.holdout = Holdout.load(self.holdout_path, cfg.gate.holdout_examples)
         self.serving_model = None
         self.stop_event = threading.Event()
 
@@ -194,36 +203,57 @@ class Trainer:
         run.close()
         figures = run.figures(cfg.gate.min_positives)
         candidate = run.candidate
-        reasons = judge(figures["candidate_tail"], figures["serving_tail"], cfg.gate)
+        trained = run.trained_hard()
+        counts = [state.hard_counts[0] + trained[0], state.hard_counts[1] + trained[1]]
+        rate = counts[1] / counts[0] if counts[0] else None
+        progressive = figures["progressive"]
+        if progressive is not None and rate is not None:
+            labels, probs = run.served_hard()
+            progressive |= {f"hard_{k}": v for k, v in
+                            vs_constant(labels, probs, rate, cfg.gate.floor_z).items()}  # fmt: skip
+        if run.tail is not None:
+            inputs, labels, hard = run.tail
+            self.holdout.add({k: v[hard] for k, v in inputs.items()}, labels[hard])
+        holdout = self._gate_figures(candidate, self.serving_model, rate)
+        reasons = (judge(holdout["candidate"], holdout["serving"], cfg.gate) if rate is not None
+                   else ["too_few_positives"])  # fmt: skip
         entry = {
             "window": state.window, "examples": figures["examples"],
             "hard_examples": figures["hard_examples"], "trained_examples": figures["trained"],
             "start_offsets": dict(state.offsets), "end_offsets": end_offsets,
             "assignment_epoch": self.reader.view.max_epoch,
-            "progressive": figures["progressive"], "oracle": figures["oracle"],
+            "progressive": progressive, "oracle": figures["oracle"],
             "candidate_tail": figures["candidate_tail"], "serving_tail": figures["serving_tail"],
-            "rejected": reasons, "version": None,
+            "holdout": holdout, "rejected": reasons, "version": None,
+            "serving_below_constant": _below_constant(progressive),
             "train_examples_per_s": figures["train_examples_per_s"],
             "seconds": round(time.perf_counter() - run.started, 2),
         }  # fmt: skip
+        if entry["serving_below_constant"]:
+            log.error("window %d: the serving version scored below a constant on fresh data "
+                      "(progressive hard RIG over a constant %.4f)", state.window,
+                      progressive["hard_rig_vs_constant"])  # fmt: skip
+        metrics.BELOW_CONSTANT.set(int(entry["serving_below_constant"]))
         if reasons:
             for reason in reasons:
                 metrics.REJECTIONS.labels(reason).inc()
             log.warning("window %d rejected (%s): candidate %s, serving %s", state.window,
-                        ", ".join(reasons), _brief(entry["candidate_tail"]),
-                        _brief(entry["serving_tail"]))  # fmt: skip
+                        ", ".join(reasons), _brief(holdout["candidate"]),
+                        _brief(holdout["serving"]))  # fmt: skip
             new_state = TrainerState(state.window + 1, end_offsets, state.checkpoint,
-                                     state.serving_version, state.history, resume_ms)  # fmt: skip
+                                     state.serving_version, state.history, resume_ms,
+                                     counts)  # fmt: skip
         else:
             ckpt = f"ckpt-{state.window}.npz"
             checkpoint.save(candidate, self.ckpt_dir / ckpt)
             new_state = TrainerState(state.window + 1, end_offsets, ckpt, None, state.history,
-                                     resume_ms)  # fmt: skip
+                                     resume_ms, counts)  # fmt: skip
             self._publish(partial(export_version, candidate), entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
         entry["seconds"] = round(time.perf_counter() - run.started, 2)
         new_state.history = [*state.history, entry]
+        self.holdout.save(self.holdout_path)
         new_state.save(self.state_path)
         self.state = new_state
         self._observe(entry)
@@ -233,6 +263,17 @@ class Trainer:
                     f"published v{entry['version']}" if entry["version"] else "rejected",
                     entry["seconds"])  # fmt: skip
         return entry
+
+    def _gate_figures(self, candidate, serving, rate: float | None) -> dict:
+        """Candidate and serving model on the holdout (None where there is nothing to score)."""
+        if rate is None or not len(self.holdout):
+            return {"candidate": None, "serving": None, "examples": len(self.holdout)}
+        labels, gate = self.holdout.labels, self.cfg.gate
+        return {"candidate": score_hard(labels, predict(candidate, self.holdout.inputs)["hard"],
+                                        rate, gate),
+                "serving": None if serving is None else
+                score_hard(labels, predict(serving, self.holdout.inputs)["hard"], rate, gate),
+                "examples": len(self.holdout)}  # fmt: skip
 
     def _start_models(self, inputs, labels, hard):
         """The window's candidate, warm-started, and the serving model (restored after a
@@ -284,6 +325,13 @@ class Trainer:
                 value = (entry["progressive"] or {}).get(f"{task}_{name}")
                 if value is not None:
                     metrics.PROGRESSIVE.labels(task, name).set(value)
+
+
+def _below_constant(progressive: dict | None) -> bool:
+    """Whether the serving model's progressive hard predictions lost to a constant with
+    confidence (the upper bound of its gain below 0)."""
+    high = (progressive or {}).get("hard_rig_vs_constant_high")
+    return high is not None and high < 0
 
 
 def _brief(m: dict | None) -> str:

@@ -16,3 +16,7 @@ REJECTIONS = Counter("rarecvr_trainer_gate_rejections_total", "Candidates refuse
 MALFORMED = Counter("rarecvr_trainer_malformed_examples_total",
                     "Labeled-example records sent to the dead-letter topic.")  # fmt: skip
 BUFFERED = Gauge("rarecvr_trainer_buffered_examples", "Examples read into the open window.")
+BELOW_CONSTANT = Gauge(
+    "rarecvr_trainer_serving_below_constant",
+    "1 when the serving version lost to a constant on the last window.",
+)

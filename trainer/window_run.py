@@ -103,6 +103,20 @@ class WindowRun:
         self.trained += n
         self.pending = [({k: v[n:] for k, v in inputs.items()}, labels[n:], hard[n:], label_ms[n:])]
 
+    def trained_hard(self) -> tuple[int, int]:
+        """Hard examples and hard positives trained on (the window less its tail; after
+        ``close``)."""
+        labels, hard = (np.concatenate([s[i] for s in self.seen]) for i in (0, 1))
+        tail_labels, tail_hard = self.tail[1:] if self.tail else (labels[:0], hard[:0])
+        return (int(hard.sum() - tail_hard.sum()),
+                int(labels[hard].sum() - tail_labels[tail_hard].sum()))  # fmt: skip
+
+    def served_hard(self) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and the serving model's hard predictions of the window's hard examples."""
+        labels, hard = (np.concatenate([s[i] for s in self.seen]) for i in (0, 1))
+        served = np.concatenate([s[3]["hard"] for s in self.seen])
+        return labels[hard], served[hard]
+
     def figures(self, min_positives: int) -> dict:
         """Progressive and oracle scores on the whole window; candidate and serving model on
         its tail (call ``close`` first)."""

@@ -1,0 +1,91 @@
+"""Version 1 from a log of past clicks (``rarecvr train --history``), before the first live window.
+
+Where conversions are rare, one live window of a few thousand clicks holds a handful of hard
+conversions: a model trained from random weights on it cannot beat a constant, and the gate's
+floor refuses it. The paper's model was trained on months of logs before it went online; here a
+log of past clicks (the format ``rarecvr replay`` and ``rarecvr research`` read: one row per
+click, an empty conversion time when it did not convert) is labeled as the stream worker labels
+(a conversion within the attribution window of its click), each click takes its task from its
+setup's decayed CVR as of the click (``model.tasks``, conversions counted when they arrived),
+and the latest ``tail_share`` by click time is held out for the gate. The model is fitted for
+up to ``epochs`` passes, the pass picked on the end of the training part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from model.dcn import ModelConfig
+from model.features import to_inputs
+from model.tasks import TaskRule, decayed_cvr_asof
+from model.training import auto_epochs, fit
+from rarecvr.logfile import millis, read_table
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class HistoryLog:
+    """Where a log of past clicks is and which of its columns say what."""
+
+    path: Path
+    click_time: str = "ts_ms"
+    conversion_time: str = "conversion_ts_ms"
+    setup: str = "setup_id"
+    unit: str = "ms"
+
+
+@dataclass
+class History:
+    """A history log as model inputs, labels and tasks, by click time, split for the gate."""
+
+    inputs: dict
+    labels: np.ndarray
+    hard: np.ndarray
+    cut: int  #: rows before it train; the rest is the held-out tail
+    end_ms: int  #: the latest click time
+
+    def part(self, rows: slice) -> tuple[dict, np.ndarray, np.ndarray]:
+        return {k: v[rows] for k, v in self.inputs.items()}, self.labels[rows], self.hard[rows]
+
+
+def load(log: HistoryLog, model: ModelConfig, attribution_window_ms: int, rule: TaskRule,
+         tail_share: float) -> History:  # fmt: skip
+    """Read, label and split a history log; KeyError or ValueError name what is wrong with it."""
+    table = read_table(log.path)
+    spec = model.features
+    needed = [log.click_time, log.conversion_time, log.setup, *spec.names]
+    missing = sorted({c for c in needed if c not in table.column_names})
+    if missing:
+        raise KeyError(f"{log.path} has no column(s) {missing} (the model's features are "
+                       f"{list(spec.names)}); it has {table.column_names}")  # fmt: skip
+    clicks = millis(table[log.click_time], log.unit)
+    if np.isnan(clicks).any():
+        row = int(np.flatnonzero(np.isnan(clicks))[0])
+        raise ValueError(f"{log.path}: row {row} has no click time in {log.click_time!r}")
+    order = np.argsort(clicks, kind="stable")
+    table, clicks = table.take(order), clicks[order]
+    converted = millis(table[log.conversion_time], log.unit)
+    delay = converted - clicks
+    labels = ((delay >= 0) & (delay <= attribution_window_ms)).astype(np.float32)
+    arrived = np.where(labels > 0, converted, np.nan)
+    setup = pc.dictionary_encode(table[log.setup].combine_chunks().cast("string")).indices
+    setup = setup.to_numpy(zero_copy_only=False).astype(np.int64)
+    cvr = decayed_cvr_asof(setup, clicks, arrived, setup, clicks, rule.half_life_days * DAY_MS,
+                           float(labels.mean()), rule.prior_strength)  # fmt: skip
+    cut = int(len(labels) * (1 - tail_share))
+    return History(to_inputs(table, spec), labels, cvr <= rule.alpha, cut, int(clicks[-1]))
+
+
+def train(history: History, model: ModelConfig, batch: int, epochs: int | None = None):
+    """Fit the model on the history less its tail; the end of the training part picks the pass."""
+    inputs, labels, hard = history.part(slice(0, history.cut))
+    pick = int(labels.size * 0.9)
+    validation = ({k: v[pick:] for k, v in inputs.items()}, labels[pick:], hard[pick:])
+    inputs, labels, hard = {k: v[:pick] for k, v in inputs.items()}, labels[:pick], hard[:pick]
+    return fit(model, inputs, labels, hard, epochs=epochs or auto_epochs(labels.size),
+               batch=batch, validation=validation)  # fmt: skip
