@@ -59,7 +59,7 @@ def simulated(market, rule: TaskRule, test_share: float = 0.25) -> Study:
     setup = _codes(table["setup_id"])
     labels = table["converted"].to_numpy().astype(np.float32)
     cvr = decayed_cvr_asof(setup, t, converted_at, setup, t, rule.half_life_days * DAY_MS,
-                           float(labels.mean()), rule.prior_strength)  # fmt: skip
+                           rule.prior(labels), rule.prior_strength)  # fmt: skip
     hard = cvr <= rule.alpha
     spec = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
     cut = int(np.searchsorted(t, np.quantile(t, 1 - test_share)))
@@ -128,7 +128,7 @@ def from_file(
     )  # fmt: skip
     spec = FeatureSpec(("setup_id", *[f for f in features if f not in numeric]), numeric)
     codes = _codes(table["setup_id"])
-    prior = float(labels.mean())
+    prior = rule.prior(labels)
     if time:
         t = pc.cast(table[time], pa.float64()).to_numpy()
         order = np.argsort(t, kind="stable")

@@ -27,11 +27,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TaskRule:
-    """How rows get their task: alpha, the decay half-life, and the prior's strength."""
+    """How rows get their task: alpha, the decay half-life, and the prior's strength and mean
+    (None: the data's own mean)."""
 
     alpha: float = 0.01
     half_life_days: float = 7.0
     prior_strength: float = 200.0
+    prior_mean: float | None = None
+
+    def prior(self, labels: np.ndarray) -> float:
+        """The prior's mean for rows with these labels."""
+        return float(np.mean(labels)) if self.prior_mean is None else self.prior_mean
 
 
 SHIFT = 2**42  # ms offsets below 2^42 (139 years) and setup codes below 2^21 fit an int64 key

@@ -76,14 +76,34 @@ def registry_path(registry: Path | None) -> Path:
     help="Prometheus /metrics port (0: none).",
 )
 @click.option("--max-windows", type=int, help="Stop after this many windows.")
+@click.option("--history", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="RARECVR_HISTORY",
+              help="A log of past clicks (CSV(.gz) or Parquet, one row per click, as "
+              "`rarecvr replay` reads) to fit the first version on before the first live "
+              "window. Ignored once the trainer has a model.")  # fmt: skip
+@click.option("--history-click-time", default="ts_ms", show_default=True,
+              help="History: the click time column.")  # fmt: skip
+@click.option("--history-conversion-time", default="conversion_ts_ms", show_default=True,
+              help="History: the conversion time column (empty: no conversion).")  # fmt: skip
+@click.option("--history-setup", default="setup_id", show_default=True,
+              help="History: the conversion setup column.")  # fmt: skip
+@click.option("--history-unit", type=click.Choice(["ms", "s"]), default="ms", show_default=True,
+              help="History: unit of numeric time columns (since the Unix epoch).")  # fmt: skip
+@click.option("--alpha", type=float, default=0.01, show_default=True,
+              help="History: a setup is hard when its decayed CVR is at most alpha.")  # fmt: skip
 def train(bootstrap, registry, state_dir, window_hours, attribution_days,
           max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, reader_nice,
-          metrics_port, max_windows) -> None:  # fmt: skip
+          metrics_port, max_windows, history, history_click_time, history_conversion_time,
+          history_setup, history_unit, alpha) -> None:  # fmt: skip
     """Train the multi-task model on each window of labeled examples and publish validated
     hard-only graphs (with the soft tower as a second signature) to the registry.
 
     Resumes where it stopped: the state directory holds the next window's offsets and the last
     good checkpoint. SIGTERM or Ctrl-C stops between records; the open window is read again.
+
+    A version is published only when it beats a constant with confidence on the held-out tails
+    of recent windows; with little data that takes many windows, so give a history log with
+    --history to start from a useful first version.
     """
     from prometheus_client import start_http_server
 
@@ -91,6 +111,7 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
     from model.features import FeatureSpec
     from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
     from trainer.gate import GateParams
+    from trainer.history import HistoryLog, stream_rule
     from trainer.loop import Trainer, TrainerConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -112,8 +133,30 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
     trainer = Trainer(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stop_event.set())
+    if history is not None:
+        log_file = HistoryLog(history, history_click_time, history_conversion_time,
+                              history_setup, history_unit)  # fmt: skip
+        try:
+            entry = trainer.bootstrap(log_file, stream_rule(alpha))
+        except (KeyError, ValueError) as exc:
+            raise click.ClickException(str(exc).strip("'\"")) from None
+        click.echo(_history_line(entry))
     click.echo(f"training from window {trainer.state.window}; registry {cfg.registry}")
     trainer.run(max_windows=max_windows)
+
+
+def _history_line(entry: dict) -> str:
+    if "skipped" in entry:
+        return entry["skipped"]
+    figures = entry["holdout"]["candidate"] or {}
+    rig = figures.get("hard_rig_vs_constant")
+    told = (f"hard RIG over a constant {rig:.4f} (95% lower bound "
+            f"{figures['hard_rig_vs_constant_low']:.4f}) on {figures['hard_examples']} held-out "
+            f"hard clicks with {figures['hard_positives']} conversions") if rig is not None else (
+            "too few held-out hard conversions to measure")  # fmt: skip
+    outcome = (f"published version {entry['version']}" if entry["version"] else
+               f"refused ({', '.join(entry['rejected'])}): nothing published")  # fmt: skip
+    return f"history {entry['history']}: {entry['examples']} clicks; {told}; {outcome}"
 
 
 @click.group()

@@ -25,6 +25,7 @@ window is trained twice or skipped.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import threading
@@ -38,15 +39,17 @@ from kafka import KafkaProducer
 
 from model.dcn import ModelConfig, build
 from model.export import export_version
+from model.tasks import TaskRule
 from model.training import predict
 from rarecvr.contracts import DeadLetter, encode
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
-from trainer import checkpoint, metrics
+from trainer import checkpoint, history, metrics
 from trainer.examples import Examples, parse
 from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
 from trainer.gate import GateParams, judge, score_hard, vs_constant
+from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.registry import Registry
 from trainer.window_run import WindowRun
@@ -54,6 +57,7 @@ from trainer.windows import WindowAssembler
 
 log = logging.getLogger("rarecvr.trainer")
 DAY_MS = 86_400_000
+HISTORY = -1  #: the window number of a version fitted on a history log
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class TrainerState:
     resume_ms: int | None = None
     #: hard examples and positives trained on so far: the constant the gate's floor beats
     hard_counts: list[int] = field(default_factory=lambda: [0, 0])
+    #: the first version's fit on a history log (``rarecvr train --history``), if any
+    bootstrap: dict | None = None
 
     @classmethod
     def load(cls, path: Path) -> TrainerState:
@@ -112,15 +118,73 @@ class Trainer:
         self.serving_model = None
         self.stop_event = threading.Event()
 
+    @functools.cached_property
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(bootstrap_servers=self.cfg.bootstrap, linger_ms=5)
+
+    def close(self) -> None:
+        """Flush and close the Kafka producer, if one was opened (the next use opens another)."""
+        producer = self.__dict__.pop("producer", None)
+        if producer is not None:
+            producer.flush()
+            producer.close()
+
     def _reconcile(self, state: TrainerState) -> TrainerState:
         """Adopt a version published after the state file was last written (a crash between)."""
         for version in self.registry.versions():
             manifest = self.registry.manifest(version)
-            if manifest.get("window", -1) >= state.window and "trainer_state" in manifest:
+            window = manifest.get("window", -1)
+            newer = window >= state.window or (window == HISTORY and state.checkpoint is None)
+            if newer and "trainer_state" in manifest:
                 state = TrainerState(**manifest["trainer_state"])
                 state.save(self.state_path)
                 log.warning("adopted version %d published before the last stop", version)
         return state
+
+    # -- history ----------------------------------------------------------------------------
+    def bootstrap(self, log_file: HistoryLog, rule: TaskRule | None = None,
+                  tail_share: float = 0.2, epochs: int | None = None) -> dict:  # fmt: skip
+        """Fit the first version on a history log and publish it if it passes the gate (see
+        ``trainer.history``). A trainer that already has a model ignores the history."""
+        cfg, state = self.cfg, self.state
+        if state.checkpoint or state.history:
+            return {"skipped": "the trainer already has a model or windows; history ignored"}
+        started = time.perf_counter()
+        data = history.load(log_file, cfg.model, cfg.attribution_window_ms,
+                            rule or history.stream_rule(), tail_share)  # fmt: skip
+        model = history.train(data, cfg.model, cfg.batch, epochs)
+        inputs, labels, hard = data.part(slice(data.cut, None))
+        self.holdout.add({k: v[hard] for k, v in inputs.items()}, labels[hard])
+        trained = data.hard[: data.cut]
+        counts = [int(trained.sum()), int(data.labels[: data.cut][trained].sum())]
+        rate = counts[1] / counts[0] if counts[1] else None
+        holdout = self._gate_figures(model, None, rate)
+        reasons = (judge(holdout["candidate"], None, cfg.gate) if rate is not None
+                   else ["too_few_positives"])  # fmt: skip
+        entry = {"window": HISTORY, "history": str(log_file.path), "examples": len(data.labels),
+                 "hard_examples": int(data.hard.sum()), "trained_examples": data.cut,
+                 "assignment_epoch": 0, "progressive": None, "candidate_tail": None,
+                 "end_offsets": {}, "holdout": holdout, "rejected": reasons, "version": None,
+                 "end_ms": data.end_ms}  # fmt: skip
+        new_state = TrainerState(hard_counts=counts)
+        if not reasons:
+            ckpt = "ckpt-history.npz"
+            checkpoint.save(model, self.ckpt_dir / ckpt)
+            new_state.checkpoint = ckpt
+            new_state.bootstrap = entry
+            self._publish(partial(export_version, model), entry, new_state)
+            self.serving_model = model
+            self.close()
+        entry["seconds"] = round(time.perf_counter() - started, 2)
+        new_state.bootstrap = entry
+        self.holdout.save(self.holdout_path)
+        new_state.save(self.state_path)
+        self.state = new_state
+        log.warning("history %s: %d clicks (%d hard), %s", log_file.path, entry["examples"],
+                    entry["hard_examples"],
+                    f"published v{entry['version']}" if entry["version"]
+                    else f"refused ({', '.join(reasons)})")  # fmt: skip
+        return entry
 
     # -- the stream -------------------------------------------------------------------------
     def run(self, max_windows: int | None = None, idle_stop_s: float | None = None) -> None:
@@ -128,7 +192,6 @@ class Trainer:
         cfg = self.cfg
         from rarecvr import settings
 
-        self.producer = KafkaProducer(bootstrap_servers=cfg.bootstrap, linger_ms=5)
         self.reader = AssignmentReader(cfg.bootstrap).start()
         self.reader.wait_ready(timeout=60)
         partitions = list(range(LABELED_EXAMPLES.partitions))
@@ -169,8 +232,7 @@ class Trainer:
         finally:
             feed.stop()
             self.reader.stop()
-            self.producer.flush()
-            self.producer.close()
+            self.close()
 
     def _window_run(self, start_ms: int) -> WindowRun:
         cfg = self.cfg
@@ -302,7 +364,8 @@ class Trainer:
         entry["version"] = next_version
         trainer_state = asdict(new_state) | {"history": [*self.state.history, entry]}
         meta = {"window": entry["window"], "assignment_epoch": entry["assignment_epoch"],
-                "metrics": {"progressive": entry["progressive"], "tail": entry["candidate_tail"]},
+                "metrics": {"progressive": entry["progressive"], "tail": entry["candidate_tail"],
+                            "holdout": entry["holdout"]["candidate"]},
                 "end_offsets": entry["end_offsets"], "checkpoint": new_state.checkpoint,
                 "trainer_state": trainer_state}  # fmt: skip
         version = self.registry.publish(build_version, meta)
