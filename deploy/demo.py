@@ -3,7 +3,10 @@
 It starts the local broker (state in ``$RARECVR_HOME/demo``), then each stage as its own process,
 as in production: ``rarecvr worker`` (streams and stabilizer), ``rarecvr train`` and
 ``rarecvr serve``; in this process, the simulator produces traffic with event time compressed
-(``--speed``) and a load generator scores batches of candidates against the replica. A live
+(``--speed``) and a load generator scores batches of candidates against the replica. Before the
+live traffic, the trainer fits version 1 on a simulated history (``--history-days`` of the same
+marketplace, written as a Parquet click log and given to ``rarecvr train --history``), as a
+model is trained on past logs before it goes online. A live
 table shows events in, labels out, hard/soft setups, model versions, the replica's version and
 its latency. At the end (``--minutes``, or Ctrl-C) every process is stopped cleanly and an HTML
 report with plots is written. Run it again to resume from the stored state and registry;
@@ -71,9 +74,10 @@ def get_json(url: str):
 class Traffic(threading.Thread):
     """The simulator producing to Kafka, resuming after the records a previous run sent."""
 
-    def __init__(self, bootstrap: str, cfg: SimConfig, speed: float, state: Path):
+    def __init__(self, bootstrap: str, cfg: SimConfig, speed: float, state: Path, from_ms: int):
         super().__init__(name="traffic", daemon=True)
         self.bootstrap, self.cfg, self.speed, self.state = bootstrap, cfg, speed, state
+        self.from_ms = from_ms  #: events before it are the history, not sent
         self.sent = json.loads(state.read_text())["sent"] if state.exists() else 0
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -86,7 +90,8 @@ class Traffic(threading.Thread):
             if self.stop_event.is_set():
                 raise Stopped
 
-        records = itertools.islice(event_stream(Marketplace(self.cfg)), self.sent, None)
+        live = (r for r in event_stream(Marketplace(self.cfg)) if r.ts_ms >= self.from_ms)
+        records = itertools.islice(live, self.sent, None)
         try:
             produce(self.bootstrap, records, speed=self.speed, progress=tick)
         except Stopped:
@@ -101,13 +106,22 @@ class Traffic(threading.Thread):
 @click.option("--speed", type=float, default=400.0, show_default=True,
               help="Event time runs this many times faster than the wall clock.")  # fmt: skip
 @click.option("--clicks", type=int, default=400_000, show_default=True,
-              help="Clicks in the simulated horizon (4 days of event time).")  # fmt: skip
+              help="Live clicks in the simulated horizon (4 days of event time).")  # fmt: skip
+@click.option(
+    "--history-days",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Days of simulated history (at the live rate) that version 1 is fitted on before the "
+    "live traffic; 0: none, the trainer starts from random weights.",
+)
 @click.option("--window-hours", type=float, default=3.0, show_default=True,
               help="Training window, in event time.")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Forget the stored state and registry; start over.")
 @click.option("--keep-broker", is_flag=True, help="Leave the broker running afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
-def demo(minutes, speed, clicks, window_hours, fresh, keep_broker, as_json) -> None:
+def demo(minutes, speed, clicks, window_hours, history_days, fresh, keep_broker,
+         as_json) -> None:  # fmt: skip
     """Run the whole loop live: traffic, stream worker, trainer, a replica under load."""
     home = settings.home() / "demo"
     if fresh and home.exists():
@@ -122,7 +136,7 @@ def demo(minutes, speed, clicks, window_hours, fresh, keep_broker, as_json) -> N
         raise click.ClickException(str(exc)) from None
     click.echo(f"Kafka {info.version} at {info.bootstrap}; state in {home}")
     try:
-        summary = run(home, info.bootstrap, minutes, speed, clicks, window_hours)
+        summary = run(home, info.bootstrap, minutes, speed, clicks, window_hours, history_days)
     finally:
         if started_broker and not keep_broker:
             local.down()
@@ -130,8 +144,14 @@ def demo(minutes, speed, clicks, window_hours, fresh, keep_broker, as_json) -> N
         click.echo(json.dumps(summary))
 
 
-def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours) -> dict:
+def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, history_days) -> dict:
     env = {**os.environ, "RARECVR_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1"}
+    live_days = 4.0
+    cfg = SimConfig(clicks=int(clicks * (live_days + history_days) / live_days),
+                    days=live_days + history_days, advertisers=100, seed=7,
+                    attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
+    live_from = cfg.start_ms + int(history_days * 86_400_000)
+    history = write_history(cfg, live_from, home / "history.parquet") if history_days else None
     ports = {name: free_port() for name in ("worker", "trainer", "replica")}
     days = str(ATTRIBUTION_MS / 86_400_000)
     stack = Stack(home / "logs", env)
@@ -142,12 +162,11 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours) -> dic
     stack.start("trainer", "train", "--registry", str(home / "registry"),
                 "--state-dir", str(home / "trainer"), "--window-hours", str(window_hours),
                 "--attribution-days", days, "--hash-buckets", "20000",
-                "--metrics-port", str(ports["trainer"]))  # fmt: skip
+                "--metrics-port", str(ports["trainer"]),
+                *(["--history", str(history)] if history else []))  # fmt: skip
     stack.start("replica", "serve", "--registry", str(home / "registry"),
                 "--port", str(ports["replica"]))  # fmt: skip
-    cfg = SimConfig(clicks=clicks, days=4.0, advertisers=100, seed=7,
-                    attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
-    traffic = Traffic(bootstrap, cfg, speed, home / "traffic.json")
+    traffic = Traffic(bootstrap, cfg, speed, home / "traffic.json", live_from)
     traffic.start()
     worker = f"http://127.0.0.1:{ports['worker']}"
     replica = f"http://127.0.0.1:{ports['replica']}"
@@ -183,9 +202,10 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours) -> dic
         traffic.join(timeout=30)
     history = trainer_history(home)
     requests = loadgen.records if loadgen else []
-    rigs = [h["progressive"]["hard_rig"] for h in history
-            if h.get("progressive") and h["progressive"].get("hard_rig") is not None]  # fmt: skip
+    progressive = [h["progressive"] for h in history if h.get("progressive")]
+    rigs = [p["hard_rig"] for p in progressive if p.get("hard_rig") is not None]
     summary = {
+        "headline": None,
         "versions_published": sum(1 for h in history if h["version"]),
         "versions_rejected": sum(1 for h in history if h["rejected"]),
         "versions_served": sorted({r[3] for r in requests if r[2] == 200}),
@@ -193,10 +213,14 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours) -> dic
         "failed_requests": sum(r[2] != 200 for r in requests),
         "first_hard_rig": rigs[0] if rigs else None,
         "last_hard_rig": rigs[-1] if rigs else None,
+        **served_figures(progressive),
+        "history": (trainer_state(home).get("bootstrap") or {}).get("holdout", {}).get("candidate"),
         "events_sent": traffic.sent,
         "exit_codes": codes,
         "stage_died": died,
     }
+    summary["headline"] = headline(summary)
+    click.echo(summary["headline"])
     summary["report"] = str(write(home / "report.html", summary, samples, history, requests))
     click.echo(f"report: {summary['report']}")
     if died:
@@ -221,9 +245,61 @@ def candidates(cfg: SimConfig) -> list[dict]:
     return out
 
 
-def trainer_history(home: Path) -> list[dict]:
+def write_history(cfg: SimConfig, until_ms: int, path: Path) -> Path:
+    """The simulated clicks before ``until_ms`` as a Parquet click log (kept once written)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from simulator.tables import Vocab, clicks_table
+    from simulator.traffic import generate
+
+    if not path.exists():
+        market = Marketplace(cfg)
+        vocab = Vocab(market)
+        parts = []
+        for chunk in generate(market):
+            table = clicks_table(chunk, vocab)
+            parts.append(table.filter(pc.less(table["ts_ms"], until_ms)))
+            if chunk.ts_ms[-1] >= until_ms:
+                break
+        pq.write_table(pa.concat_tables(parts), path)
+    return path
+
+
+def served_figures(progressive: list[dict]) -> dict:
+    """The served versions' hard figures pooled over the windows they were scored on."""
+    expected = sum(p.get("hard_expected") or 0.0 for p in progressive)
+    seen = sum(p.get("hard_positives") or 0 for p in progressive)
+    gains = [p["hard_rig_vs_constant"] for p in progressive
+             if p.get("hard_rig_vs_constant") is not None]  # fmt: skip
+    return {"served_hard_calibration": expected / seen if seen else None,
+            "windows_above_constant": sum(g > 0 for g in gains),
+            "windows_scored": len(gains)}  # fmt: skip
+
+
+def headline(summary: dict) -> str:
+    """One sentence a person can read: is the served model better than a constant?"""
+    first, last = summary["first_hard_rig"], summary["last_hard_rig"]
+    if first is None:
+        return ("No served version was scored on fresh data: the trainer published nothing yet "
+                "(see the windows below for why).")  # fmt: skip
+    better = "better" if min(first, last) > 0 else "not always better"
+    cal = summary["served_hard_calibration"]
+    return (f"The served model was {better} than a constant on fresh hard traffic: progressive "
+            f"hard RIG {first:.3f} on the first window scored and {last:.3f} on the last, above "
+            f"a constant in {summary['windows_above_constant']} of "
+            f"{summary['windows_scored']} windows, predicting "
+            f"{'-' if cal is None else f'{cal:.2f}'}x the hard conversions seen.")  # fmt: skip
+
+
+def trainer_state(home: Path) -> dict:
     state = home / "trainer" / "state.json"
-    return json.loads(state.read_text())["history"] if state.exists() else []
+    return json.loads(state.read_text()) if state.exists() else {}
+
+
+def trainer_history(home: Path) -> list[dict]:
+    return trainer_state(home).get("history", [])
 
 
 def sample(worker: str, home: Path, loadgen: LoadGenerator | None, traffic: Traffic) -> dict:

@@ -94,6 +94,7 @@ def write(path: Path, summary: dict, samples, history, requests) -> Path:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>rarecvr demo</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 8px}}
 </style></head><body><h1>rarecvr: the live loop</h1>
+<p><b>{html.escape(summary.get("headline") or "")}</b></p>
 <pre>{html.escape(json.dumps(summary, indent=1))}</pre>{sections}
 <h2>Windows</h2><table><tr><th>window</th><th>examples</th><th>hard</th><th>version</th>
 <th>progressive hard RIG</th><th>oracle hard RIG</th></tr>{rows}</table></body></html>"""

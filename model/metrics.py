@@ -105,20 +105,42 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def paired_bootstrap_lift(
+def relative_lift(value: float, baseline: float) -> float:
+    """``(value - baseline) / |baseline|``: positive when ``value`` is the better of the two
+    whatever the baseline's sign (``value / baseline - 1`` flips it for a negative baseline);
+    NaN for a baseline of 0.
+
+    >>> round(relative_lift(0.11, 0.10), 4), round(relative_lift(-0.0105, -0.0815), 4)
+    (0.1, 0.8712)
+    >>> relative_lift(0.1, 0.0)
+    nan
+    """
+    return (value - baseline) / abs(baseline) if baseline else float("nan")
+
+
+def paired_bootstrap_comparison(
     metric, labels, probs_a, probs_b, reps: int = 200, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Relative lift of model a over model b, ``metric(a) / metric(b) - 1``, with a paired
-    percentile bootstrap interval (both scored on the same resamples)."""
+) -> dict:
+    """Model a against model b: both values, their difference and the relative lift of a
+    (``relative_lift``), each with a paired percentile bootstrap interval (both scored on the
+    same resamples)."""
     y, a, b = np.asarray(labels), np.asarray(probs_a), np.asarray(probs_b)
-    point = metric(y, a) / metric(y, b) - 1
+    value_a, value_b = metric(y, a), metric(y, b)
     rng = np.random.default_rng(seed)
-    lifts = []
+    diffs, lifts = [], []
     for _ in range(reps):
         idx = rng.integers(0, y.size, y.size)
         try:
-            lifts.append(metric(y[idx], a[idx]) / metric(y[idx], b[idx]) - 1)
-        except ValueError:
+            ra, rb = metric(y[idx], a[idx]), metric(y[idx], b[idx])
+        except ValueError:  # a resample without both classes
             continue
-    lo, hi = np.quantile(lifts, [(1 - level) / 2, (1 + level) / 2])
-    return float(point), float(lo), float(hi)
+        diffs.append(ra - rb)
+        lifts.append(relative_lift(ra, rb))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    diff_lo, diff_hi = np.quantile(diffs, q)
+    finite = [v for v in lifts if np.isfinite(v)]
+    lo, hi = np.quantile(finite, q) if finite else (float("nan"), float("nan"))
+    return {"value": float(value_a), "baseline": float(value_b),
+            "diff": float(value_a - value_b), "diff_ci_low": float(diff_lo),
+            "diff_ci_high": float(diff_hi), "lift": float(relative_lift(value_a, value_b)),
+            "ci_low": float(lo), "ci_high": float(hi)}  # fmt: skip

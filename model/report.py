@@ -104,10 +104,26 @@ def _pair(name: str) -> tuple[float, float]:
 
 
 def fmt_lift(entry) -> str:
+    """A comparison in words: the difference with its interval, and the relative lift unless
+    the baseline is worse than a constant (then a relative lift means nothing).
+
+    >>> words = fmt_lift({"diff": 0.071, "diff_ci_low": 0.02, "diff_ci_high": 0.1, "lift": 0.87,
+    ...                   "ci_low": 0.2, "ci_high": 1.3, "baseline_worse_than_constant": True})
+    >>> for part in words.split("; "):
+    ...     print(part)
+    difference +0.0710 [+0.0200, +0.1000]
+    the baseline is worse than a constant, so a relative lift is not meaningful
+    """
     if not entry:
         return "n/a"
+    diff = (f"difference {entry['diff']:+.4f} [{entry['diff_ci_low']:+.4f}, "
+            f"{entry['diff_ci_high']:+.4f}]")  # fmt: skip
+    if entry.get("baseline_worse_than_constant"):
+        return (
+            f"{diff}; the baseline is worse than a constant, so a relative lift is not meaningful"
+        )
     return (f"{100 * entry['lift']:+.2f}% [{100 * entry['ci_low']:+.2f}, "
-            f"{100 * entry['ci_high']:+.2f}]")  # fmt: skip
+            f"{100 * entry['ci_high']:+.2f}], {diff}")  # fmt: skip
 
 
 def write(findings: Findings, summary: dict, plan, out_dir: Path, command: str) -> Path:

@@ -208,16 +208,22 @@ def best_weights(findings: Findings, plan: Plan, strength) -> tuple[float, float
     return max(means, key=means.get)
 
 
+#: The value of each metric that a constant predictor scores: a baseline at or below it is
+#: worse than a constant, and a lift relative to it means nothing.
+CONSTANT = {metrics.rig: 0.0, metrics.auc: 0.5}
+
+
 def lift(findings: Findings, a: str, b: str, strength, metric, reps: int) -> dict | None:
-    """Relative lift of a over b on the pooled hard population, with a paired bootstrap CI."""
+    """a against b on the pooled hard population: difference and relative lift, with paired
+    bootstrap intervals, and whether b is worse than a constant."""
     pa_, pb = pooled(findings, a, strength), pooled(findings, b, strength)
     if pa_ is None or pb is None:
         return None
     y = pooled_labels(findings, strength)
     if not 0 < y.sum() < y.size:
         return None
-    point, lo, hi = metrics.paired_bootstrap_lift(metric, y, pa_, pb, reps=reps)
-    return {"lift": point, "ci_low": lo, "ci_high": hi}
+    out = metrics.paired_bootstrap_comparison(metric, y, pa_, pb, reps=reps)
+    return out | {"baseline_worse_than_constant": out["baseline"] <= CONSTANT[metric]}
 
 
 def summarise(findings: Findings, plan: Plan) -> dict:
@@ -259,14 +265,21 @@ def summarise(findings: Findings, plan: Plan) -> dict:
         oracle = metrics.rig(y, np.concatenate(findings.truth[(main, "hard")]))
         summary["oracle_rig_hard"] = oracle
         summary["oracle_rig_fraction"] = rig_of[best] / oracle
+    rig_vs = summary["vs_single_task"].get("rig") or {}
     summary["json"] = {
-        "rig_lift_vs_single_task": _lift_value(summary, "rig"),
-        "auc_lift_vs_single_task": _lift_value(summary, "auc"),
+        "rig_lift_vs_single_task": _value(rig_vs, "lift"),
+        "rig_diff_vs_single_task": _value(rig_vs, "diff"),
+        "rig_diff_ci": [_value(rig_vs, "diff_ci_low"), _value(rig_vs, "diff_ci_high")],
+        "baseline_worse_than_constant": rig_vs.get("baseline_worse_than_constant"),
+        "auc_lift_vs_single_task": _value(summary["vs_single_task"].get("auc") or {}, "lift"),
         "oracle_rig_fraction": summary.get("oracle_rig_fraction"),
+        "best_mtl_hard_rig": rig_of.get(best),
+        "single_task_hard_rig": rig_of.get("single-task"),
+        "hard_only_hard_rig": rig_of.get("hard-only"),
     }
     return summary
 
 
-def _lift_value(summary: dict, metric: str):
-    entry = summary["vs_single_task"].get(metric)
-    return None if entry is None or math.isnan(entry["lift"]) else entry["lift"]
+def _value(entry: dict, key: str):
+    value = entry.get(key)
+    return None if value is None or math.isnan(value) else value

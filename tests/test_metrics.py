@@ -67,9 +67,37 @@ def test_bootstrap_interval_contains_the_point_estimate():
     assert hi - lo < 0.1
 
 
-def test_paired_lift_of_a_model_over_itself_is_zero():
+def test_paired_comparison_of_a_model_with_itself_is_zero():
     rng = np.random.default_rng(2)
     p = rng.random(500)
     y = (rng.random(500) < p).astype(int)
-    point, lo, hi = metrics.paired_bootstrap_lift(metrics.rig, y, p, p, reps=50)
-    assert point == lo == hi == 0.0
+    out = metrics.paired_bootstrap_comparison(metrics.rig, y, p, p, reps=50)
+    assert out["lift"] == out["ci_low"] == out["ci_high"] == 0.0
+    assert out["diff"] == out["diff_ci_low"] == out["diff_ci_high"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "baseline", "expected"),
+    [
+        (0.12, 0.10, 0.2),  # positive baseline: the usual lift
+        (-0.0105, -0.0815, 0.0710 / 0.0815),  # negative baseline, a is better: positive
+        (-0.09, -0.06, -0.5),  # negative baseline, a is worse: negative
+    ],
+)
+def test_a_relative_lift_keeps_its_sign_whatever_the_baselines(value, baseline, expected):
+    assert metrics.relative_lift(value, baseline) == pytest.approx(expected)
+
+
+def test_a_relative_lift_over_a_zero_baseline_is_undefined():
+    assert np.isnan(metrics.relative_lift(0.05, 0.0))
+
+
+def test_a_difference_interval_straddles_zero_when_two_models_are_alike():
+    rng = np.random.default_rng(3)
+    truth = rng.random(3000) * 0.2
+    y = (rng.random(3000) < truth).astype(int)
+    a = np.clip(truth + rng.normal(0, 0.01, 3000), 1e-4, 1)
+    b = np.clip(truth + rng.normal(0, 0.01, 3000), 1e-4, 1)
+    out = metrics.paired_bootstrap_comparison(metrics.rig, y, a, b, reps=100)
+    assert out["diff_ci_low"] < 0 < out["diff_ci_high"]
+    assert out["diff"] == pytest.approx(metrics.rig(y, a) - metrics.rig(y, b))

@@ -304,12 +304,12 @@ class Trainer:
                         _brief(holdout["serving"]))  # fmt: skip
             new_state = TrainerState(state.window + 1, end_offsets, state.checkpoint,
                                      state.serving_version, state.history, resume_ms,
-                                     counts)  # fmt: skip
+                                     counts, state.bootstrap)  # fmt: skip
         else:
             ckpt = f"ckpt-{state.window}.npz"
             checkpoint.save(candidate, self.ckpt_dir / ckpt)
             new_state = TrainerState(state.window + 1, end_offsets, ckpt, None, state.history,
-                                     resume_ms, counts)  # fmt: skip
+                                     resume_ms, counts, state.bootstrap)  # fmt: skip
             self._publish(partial(export_version, candidate), entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
