@@ -107,6 +107,13 @@ def research(data, label, positive, setup, time_col, features, categorical, colu
     vs = summary["vs_single_task"]
     rig, auc = report.fmt_lift(vs.get("rig")), report.fmt_lift(vs.get("auc"))
     click.echo(f"best MTL: {summary['best_mtl']}; vs single-task on hard: RIG {rig}, AUC {auc}")
+    figures = summary["json"]
+    named = {"best MTL": "best_mtl_hard_rig", "single-task": "single_task_hard_rig",
+             "hard-only": "hard_only_hard_rig",
+             "logistic regression": "logistic_regression_hard_rig"}  # fmt: skip
+    click.echo("pooled hard RIG: " + ", ".join(
+        f"{name} {'-' if figures[key] is None else f'{figures[key]:.4f}'}"
+        for name, key in named.items()))  # fmt: skip
     if summary.get("oracle_rig_fraction") is not None:
         click.echo(f"oracle RIG fraction: {summary['oracle_rig_fraction']:.3f}")
     click.echo(f"report: {path} ({time.monotonic() - started:.0f} s)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow as tf
 
 import rarecvr
-from model.dcn import MultiTaskDCN
+from model.dcn import SINGLE_TASK, MultiTaskDCN
 
 SIGNATURE = "serving_default"
 SOFT = "soft"  #: the soft tower's signature in a model version
@@ -81,8 +81,12 @@ def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path,
 def export_version(model: MultiTaskDCN, version_dir: Path) -> None:
     """A model version: one SavedModel whose ``serving_default`` signature is the hard-only
     graph and whose ``soft`` signature is the soft tower's (what replicas route soft candidates
-    to). The trunk's variables, nearly all of the bytes, are stored, checked and loaded once."""
-    export(model, ("hard", "soft"), version_dir, {SIGNATURE: ("hard",), SOFT: ("soft",)})
+    to). The trunk's variables, nearly all of the bytes, are stored, checked and loaded once.
+    A single-task model's one tower serves both signatures."""
+    if model.config.tasks == SINGLE_TASK:
+        export(model, SINGLE_TASK, version_dir, {SIGNATURE: SINGLE_TASK, SOFT: SINGLE_TASK})
+    else:
+        export(model, ("hard", "soft"), version_dir, {SIGNATURE: ("hard",), SOFT: ("soft",)})
 
 
 def architecture(model: MultiTaskDCN, tasks: tuple[str, ...]) -> dict:

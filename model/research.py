@@ -83,11 +83,24 @@ def model_configs(plan: Plan, spec) -> dict[str, tuple[str, ModelConfig]]:
     configs = {
         "single-task": ("baseline", replace(base, tasks=SINGLE_TASK, loss_weights=(1.0,))),
         "hard-only": ("baseline", replace(base, loss_weights=(0.0, 1.0))),
+        LOGISTIC: ("baseline", logistic_regression(base)),
     }
     for w_hard, w_soft in plan.weights:
         configs[weights_name(w_hard, w_soft)] = (
             "weights", replace(base, loss_weights=(w_soft, w_hard)))  # fmt: skip
     return configs
+
+
+LOGISTIC = "logistic regression"
+
+
+def logistic_regression(config: ModelConfig) -> ModelConfig:
+    """Hashed logistic regression on the same features (the response-prediction baseline of
+    Chapelle et al. 2015): a weight per hashed value (embeddings of size 1), no cross layers,
+    no hidden units, one output on all examples. It has no L2 penalty; like every model here
+    it stops at the pass the validation split picks."""
+    return replace(config, embedding_dim=1, shared_layers=0, tower_units=(), tasks=SINGLE_TASK,
+                   loss_weights=(1.0,))  # fmt: skip
 
 
 def weights_name(w_hard: float, w_soft: float) -> str:
@@ -135,6 +148,7 @@ def run_study(
                 keep = (
                     "single-task",
                     "hard-only",
+                    LOGISTIC,
                     weights_name(*best_weights(findings, plan, main)),
                 )
                 configs = {k: v for k, v in configs.items() if k in keep}
@@ -276,6 +290,7 @@ def summarise(findings: Findings, plan: Plan) -> dict:
         "best_mtl_hard_rig": rig_of.get(best),
         "single_task_hard_rig": rig_of.get("single-task"),
         "hard_only_hard_rig": rig_of.get("hard-only"),
+        "logistic_regression_hard_rig": rig_of.get(LOGISTIC),
     }
     return summary
 

@@ -145,6 +145,13 @@ def predict(model: MultiTaskDCN, inputs: dict, batch: int = 16384) -> dict[str, 
     return {task: np.concatenate(p) for task, p in parts.items()}
 
 
+def predict_tasks(model: MultiTaskDCN, inputs: dict) -> dict[str, np.ndarray]:
+    """The ``hard`` and ``soft`` predictions of every example: each task's tower, or the single
+    tower's for both (a single-task model in a loop that routes by task)."""
+    out = predict(model, inputs)
+    return {task: out[head_for(model.config, task)] for task in ("hard", "soft")}
+
+
 def head_for(config: ModelConfig, population: str) -> str:
     """The output that scores a population: its own tower, or the single tower."""
     return "all" if config.tasks == SINGLE_TASK else population

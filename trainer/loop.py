@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaProducer
 
-from model.dcn import ModelConfig, build
+from model.dcn import SINGLE_TASK, ModelConfig, build
 from model.export import export_version
 from model.tasks import TaskRule
-from model.training import predict
+from model.training import predict_tasks
 from rarecvr.contracts import DeadLetter, encode
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
@@ -331,10 +331,13 @@ class Trainer:
         if rate is None or not len(self.holdout):
             return {"candidate": None, "serving": None, "examples": len(self.holdout)}
         labels, gate = self.holdout.labels, self.cfg.gate
-        return {"candidate": score_hard(labels, predict(candidate, self.holdout.inputs)["hard"],
-                                        rate, gate),
-                "serving": None if serving is None else
-                score_hard(labels, predict(serving, self.holdout.inputs)["hard"], rate, gate),
+
+        def figures(model):
+            hard = predict_tasks(model, self.holdout.inputs)["hard"]
+            return score_hard(labels, hard, rate, gate)
+
+        return {"candidate": figures(candidate),
+                "serving": None if serving is None else figures(serving),
                 "examples": len(self.holdout)}  # fmt: skip
 
     def _start_models(self, inputs, labels, hard):
@@ -351,8 +354,9 @@ class Trainer:
         if self.state.checkpoint:
             return checkpoint.restore(build(cfg.model, inputs),
                                       self.ckpt_dir / self.state.checkpoint)  # fmt: skip
-        rates = {t: float(labels[rows].mean())
-                 for t, rows in (("hard", hard), ("soft", ~hard)) if rows.any()}  # fmt: skip
+        groups = (("all", hard | ~hard),) if cfg.model.tasks == SINGLE_TASK else (
+            ("hard", hard), ("soft", ~hard))  # fmt: skip
+        rates = {t: float(labels[rows].mean()) for t, rows in groups if rows.any()}
         return build(cfg.model, inputs, rates)
 
     def _publish(self, build_version, entry: dict, new_state: TrainerState) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from model.dcn import ModelConfig
-from model.training import predict
+from model.training import predict_tasks
 from trainer.background_fit import BackgroundFit
 from trainer.examples import Examples
 from trainer.gate import score
@@ -64,7 +64,7 @@ class WindowRun:
         label_ms = examples.label_time(self.attribution_window_ms)
         if self.candidate is None:
             self.candidate, self.serving = self.start_models(inputs, labels, hard)
-        served = predict(self.serving, inputs) if self.serving is not None else None
+        served = predict_tasks(self.serving, inputs) if self.serving is not None else None
         self.seen.append((labels, hard, true_p, served))
         self.pending.append((inputs, labels, hard, label_ms))
         while self._pending_rows() - self.chunk >= self.tail_share * self.examples:
@@ -144,4 +144,4 @@ class WindowRun:
     def _score_tail(model, inputs, labels, hard, min_positives) -> dict:
         if not labels.size:
             return score(labels, hard, {"hard": np.zeros(0), "soft": np.zeros(0)}, min_positives)
-        return score(labels, hard, predict(model, inputs), min_positives)
+        return score(labels, hard, predict_tasks(model, inputs), min_positives)
