@@ -201,12 +201,13 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, histor
         codes = stack.stop()
         traffic.join(timeout=30)
     history = trainer_history(home)
+    bootstrap = trainer_state(home).get("bootstrap")
     requests = loadgen.records if loadgen else []
     progressive = [h["progressive"] for h in history if h.get("progressive")]
     rigs = [p["hard_rig"] for p in progressive if p.get("hard_rig") is not None]
     summary = {
         "headline": None,
-        "versions_published": sum(1 for h in history if h["version"]),
+        "versions_published": sum(1 for h in [bootstrap, *history] if h and h["version"]),
         "versions_rejected": sum(1 for h in history if h["rejected"]),
         "versions_served": sorted({r[3] for r in requests if r[2] == 200}),
         "requests": len(requests),
@@ -214,7 +215,7 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, histor
         "first_hard_rig": rigs[0] if rigs else None,
         "last_hard_rig": rigs[-1] if rigs else None,
         **served_figures(progressive),
-        "history": (trainer_state(home).get("bootstrap") or {}).get("holdout", {}).get("candidate"),
+        "history": (bootstrap or {}).get("holdout", {}).get("candidate"),
         "events_sent": traffic.sent,
         "exit_codes": codes,
         "stage_died": died,

@@ -145,6 +145,7 @@ def test_the_gate_refuses_a_candidate_trained_on_noisy_labels(
     rejected = noisy_windows[0]
     assert "hard_calibration" in rejected["rejected"] or "hard_rig_drop" in rejected["rejected"]
     assert rejected["version"] is None
+    assert rejected["tail_quarantined"]  # its labels stay out of the gate's holdout
     assert judge(rejected["holdout"]["serving"], None, trainer.cfg.gate) == []  # it was fine
     assert_windows_tile(history)
     report(f"trainer: window {rejected['window']} with 30% flipped labels refused "

@@ -116,6 +116,26 @@ def score_hard(labels: np.ndarray, probs: np.ndarray, rate: float, params: GateP
     return out
 
 
+def implausible(serving_tail: dict | None, params: GateParams) -> bool:
+    """Whether a window's tail disagrees with the serving version beyond chance: its hard
+    conversions are outside ``calibration_bounds`` of what the version expects, at
+    ``calibration_p``. Such a tail says more about its labels than about any model (a broken
+    tag, a tracking outage, flipped labels), and is kept out of the holdout, which every later
+    candidate is judged on. (A real change of the rate looks the same; docs/trainer.md.)
+
+    >>> params = GateParams()
+    >>> implausible({"hard_calibration": 0.2, "hard_calibration_p": 1e-9}, params)
+    True
+    >>> implausible({"hard_calibration": 0.8, "hard_calibration_p": 0.2}, params)
+    False
+    """
+    p_value = (serving_tail or {}).get("hard_calibration_p")
+    ratio = (serving_tail or {}).get("hard_calibration")
+    lo, hi = params.calibration_bounds
+    return (p_value is not None and p_value < params.calibration_p
+            and (ratio is None or not lo <= ratio <= hi))  # fmt: skip
+
+
 def judge(candidate: dict, serving: dict | None, params: GateParams) -> list[str]:
     """The reasons to reject ``candidate``; empty when it may be published."""
     if not candidate["finite"]:

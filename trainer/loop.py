@@ -48,7 +48,7 @@ from trainer import checkpoint, history, metrics
 from trainer.examples import Examples, parse
 from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
-from trainer.gate import GateParams, judge, score_hard, vs_constant
+from trainer.gate import GateParams, implausible, judge, score_hard, vs_constant
 from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.registry import Registry
@@ -273,9 +273,14 @@ class Trainer:
             labels, probs = run.served_hard()
             progressive |= {f"hard_{k}": v for k, v in
                             vs_constant(labels, probs, rate, cfg.gate.floor_z).items()}  # fmt: skip
-        if run.tail is not None:
+        quarantined = implausible(figures["serving_tail"], cfg.gate)
+        if run.tail is not None and not quarantined:
             inputs, labels, hard = run.tail
             self.holdout.add({k: v[hard] for k, v in inputs.items()}, labels[hard])
+        if quarantined:
+            log.error("window %d: its tail's hard labels disagree with the serving version "
+                      "(%s); kept out of the holdout", state.window,
+                      _brief(figures["serving_tail"]))  # fmt: skip
         holdout = self._gate_figures(candidate, self.serving_model, rate)
         reasons = (judge(holdout["candidate"], holdout["serving"], cfg.gate) if rate is not None
                    else ["too_few_positives"])  # fmt: skip
@@ -286,7 +291,8 @@ class Trainer:
             "assignment_epoch": self.reader.view.max_epoch,
             "progressive": progressive, "oracle": figures["oracle"],
             "candidate_tail": figures["candidate_tail"], "serving_tail": figures["serving_tail"],
-            "holdout": holdout, "rejected": reasons, "version": None,
+            "holdout": holdout, "tail_quarantined": quarantined,
+            "rejected": reasons, "version": None,
             "serving_below_constant": _below_constant(progressive),
             "train_examples_per_s": figures["train_examples_per_s"],
             "seconds": round(time.perf_counter() - run.started, 2),
