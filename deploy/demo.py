@@ -215,6 +215,7 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, histor
         "first_hard_rig": rigs[0] if rigs else None,
         "last_hard_rig": rigs[-1] if rigs else None,
         **served_figures(progressive),
+        "soft_rigs": [p["soft_rig"] for p in progressive if p.get("soft_rig") is not None],
         "history": (bootstrap or {}).get("holdout", {}).get("candidate"),
         "events_sent": traffic.sent,
         "exit_codes": codes,
@@ -282,14 +283,23 @@ def served_figures(progressive: list[dict]) -> dict:
 def headline(summary: dict) -> str:
     """One sentence a person can read: is the served model better than a constant?"""
     first, last = summary["first_hard_rig"], summary["last_hard_rig"]
+    history = summary.get("history") or {}
+    before = (f"Version 1, fitted on the simulated history, beat a constant on held-out hard "
+              f"clicks by {history['hard_rig_vs_constant']:.3f} RIG (95% lower bound "
+              f"{history['hard_rig_vs_constant_low']:.3f}). "
+              if history.get("hard_rig_vs_constant") is not None else "")  # fmt: skip
     if first is None:
-        return ("No served version was scored on fresh data: the trainer published nothing yet "
-                "(see the windows below for why).")  # fmt: skip
+        soft = summary.get("soft_rigs") or []
+        soft_part = (f" On soft clicks the served versions' progressive RIG was "
+                     f"{min(soft):.3f} to {max(soft):.3f}." if soft else "")  # fmt: skip
+        return (f"{before}No served version was scored on live hard clicks: the live windows held "
+                f"none (the stabilizer had assigned no setup to the hard task in the event time "
+                f"the worker processed).{soft_part}")  # fmt: skip
     better = "better" if min(first, last) > 0 else "not always better"
     cal = summary["served_hard_calibration"]
-    return (f"The served model was {better} than a constant on fresh hard traffic: progressive "
-            f"hard RIG {first:.3f} on the first window scored and {last:.3f} on the last, above "
-            f"a constant in {summary['windows_above_constant']} of "
+    return (f"{before}The served model was {better} than a constant on live hard traffic: "
+            f"progressive hard RIG {first:.3f} on the first window scored and {last:.3f} on the "
+            f"last, above a constant in {summary['windows_above_constant']} of "
             f"{summary['windows_scored']} windows, predicting "
             f"{'-' if cal is None else f'{cal:.2f}'}x the hard conversions seen.")  # fmt: skip
 
