@@ -17,8 +17,8 @@ rates, ``ratio_best`` (the best window round over the best ``fit`` round: on a s
 other processes only ever slow a round down, so the best of each is the least disturbed
 measure of both, as ``timeit`` takes the fastest run), and ``window_publish_s`` (first fetch
 to the published version, target <= 60 s for 1,000,000 examples; null when the gate refused
-the window, as it may: this is the first model, and a stream's first window is not a fair
-sample) with ``window_s`` (first fetch to the window
+the window, as it does when the candidate, a first model from random weights, cannot be shown
+to beat a constant on the tail) with ``window_s`` (first fetch to the window
 done: gated, and published if it passed), ``startup_s`` (the trainer's start to its first
 fetch: connecting and reading the assignments) and ``publish_step_s`` (exporting and publishing
 the candidate, timed on a scratch registry). With several ``--reader-nice`` values, each round
@@ -115,9 +115,8 @@ def main() -> None:
     os.environ["RARECVR_TOPIC_PREFIX"] = "bench."
     fetch()
     window_ms = 3 * 86_400_000  # the simulator starts on a multiple of three days
-    # A six-hour attribution window: about 92% of three days' clicks have their label inside the
-    # first window, and the stream's first hours (positives only: no attribution window has
-    # closed yet) are a small part of it.
+    # A six-hour attribution window: about 92% of three days' clicks have their label (sent when
+    # the click's window closes) inside the first window.
     sim = SimConfig(clicks=int(args.examples / 0.9), days=3.0, attribution_window_ms=6 * HOUR_MS)
     model = ModelConfig(FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES))
     market = Marketplace(sim)
