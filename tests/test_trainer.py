@@ -282,3 +282,23 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
     expected = score(labels, hard(block), predict(serving, records_to_inputs(records, spec)))
     assert figures["progressive"]["hard_expected"] == pytest.approx(expected["hard_expected"])
     assert figures["progressive"]["soft_rig"] == pytest.approx(expected["soft_rig"])
+
+
+def test_a_history_log_is_labeled_by_the_attribution_window_and_names_missing_columns(tmp_path):
+    from trainer import history
+
+    spec = FeatureSpec(("setup_id", "device"))
+    tiny = ModelConfig(spec, hash_buckets=100, embedding_dim=2, shared_layers=0, tower_units=())
+    log = pa.table({"ts_ms": [300, 100, 200, 400], "setup_id": ["a", "a", "b", "b"],
+                    "device": ["ios", "web", "ios", "web"],
+                    "conversion_ts_ms": [None, 150, 900, None]})  # fmt: skip
+    pq.write_table(log, tmp_path / "log.parquet")
+    data = history.load(HistoryLog(tmp_path / "log.parquet"), tiny, attribution_window_ms=100,
+                        rule=history.stream_rule(), tail_share=0.25)  # fmt: skip
+    # sorted by click time; 150 is within 100 ms of its click, 900 is not
+    assert data.inputs["device"].tolist() == [b"web", b"ios", b"ios", b"web"]
+    assert data.labels.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert data.cut == 3 and data.end_ms == 400
+    pq.write_table(log.drop(["device"]), tmp_path / "bad.parquet")
+    with pytest.raises(KeyError, match=r"no column\(s\) \['device'\]"):
+        history.load(HistoryLog(tmp_path / "bad.parquet"), tiny, 100, history.stream_rule(), 0.2)
