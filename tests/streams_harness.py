@@ -129,11 +129,11 @@ def batch_truth(bootstrap: str) -> tuple[dict[str, int], dict[str, dict]]:
     for cid, (click, partition) in clicks.items():
         sums[click["setup_id"]]["clicks"].append(click["ts_ms"])
         conversion = conversions.get(cid)
-        if conversion and 0 <= conversion[0]["ts_ms"] - click["ts_ms"] <= WINDOW_MS:
-            labels[cid] = 1
+        attributed = bool(conversion) and 0 <= conversion[0]["ts_ms"] - click["ts_ms"] <= WINDOW_MS
+        if attributed:  # the setup's CVR counts it at once
             sums[click["setup_id"]]["conversions"].append(conversion[0]["ts_ms"])
-        elif click["ts_ms"] + WINDOW_MS <= watermark[partition]:
-            labels[cid] = 0
+        if click["ts_ms"] + WINDOW_MS <= watermark[partition]:  # the label waits for the close
+            labels[cid] = int(attributed)
     state = {}
     for setup, times in sums.items():
         now = max(times["clicks"] + times["conversions"])
