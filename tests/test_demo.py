@@ -1,4 +1,4 @@
-"""The whole loop for a few minutes (``rarecvr demo``) on a real broker: stream worker, trainer
+"""The whole loop for 3.5 minutes (``rarecvr demo``) on a real broker: stream worker, trainer
 and replica as their own processes, traffic and load from the demo; version 1 is fitted on the
 simulated history and beats a constant, later versions are published and served with no failed
 request, and the report is written with its headline."""
@@ -18,7 +18,7 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     env = {**os.environ, "RARECVR_HOME": str(tmp_path)}
     env.pop("RARECVR_BOOTSTRAP", None)
     done = subprocess.run(
-        [sys.executable, "-m", "rarecvr.cli", "demo", "--minutes", "2.5", "--speed", "800",
+        [sys.executable, "-m", "rarecvr.cli", "demo", "--minutes", "3.5", "--speed", "800",
          "--window-hours", "1", "--json"],
         env=env, capture_output=True, text=True, timeout=540,
     )  # fmt: skip
@@ -31,6 +31,6 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     assert summary["history"]["hard_rig_vs_constant_low"] > 0
     assert summary["headline"].startswith("Version 1, fitted on the simulated history, beat")
     assert os.path.getsize(summary["report"]) > 20_000  # the plots are in it
-    report(f"demo (2.5 min): {summary['versions_published']} versions published, served "
+    report(f"demo (3.5 min): {summary['versions_published']} versions published, served "
            f"{summary['versions_served']}, {summary['requests']} requests, 0 failed; hard RIG "
            f"{summary['first_hard_rig']} -> {summary['last_hard_rig']}")  # fmt: skip
