@@ -166,17 +166,15 @@ class Trainer:
                  "assignment_epoch": 0, "progressive": None, "candidate_tail": None,
                  "end_offsets": {}, "holdout": holdout, "rejected": reasons, "version": None,
                  "end_ms": data.end_ms}  # fmt: skip
-        new_state = TrainerState(hard_counts=counts)
+        new_state = TrainerState(hard_counts=counts, bootstrap=entry)
         if not reasons:
             ckpt = "ckpt-history.npz"
             checkpoint.save(model, self.ckpt_dir / ckpt)
             new_state.checkpoint = ckpt
-            new_state.bootstrap = entry
             self._publish(partial(export_version, model), entry, new_state)
             self.serving_model = model
             self.close()
         entry["seconds"] = round(time.perf_counter() - started, 2)
-        new_state.bootstrap = entry
         self.holdout.save(self.holdout_path)
         new_state.save(self.state_path)
         self.state = new_state
