@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from bench.training import REFERENCE, SPEC  # noqa: E402
 from model.dcn import SINGLE_TASK, build  # noqa: E402
 from model.export import SIGNATURE, export  # noqa: E402
-from model.features import to_inputs  # noqa: E402
+from rarecvr.schema import encode_table  # noqa: E402
 from simulator import Marketplace, SimConfig  # noqa: E402
 from simulator.tables import Vocab, clicks_table  # noqa: E402
 from simulator.traffic import generate  # noqa: E402
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     market = Marketplace(replace(SimConfig(), clicks=20_000))
     table = pa.concat_tables(clicks_table(c, Vocab(market)) for c in generate(market))
-    inputs = to_inputs(table, SPEC)
+    inputs = encode_table(table, SPEC)
     mtl = build(REFERENCE, inputs)
     single = build(replace(REFERENCE, tasks=SINGLE_TASK, loss_weights=(1.0,)), inputs)
     with tempfile.TemporaryDirectory() as tmp:

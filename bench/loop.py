@@ -41,10 +41,10 @@ import pyarrow.parquet as pq
 from deploy.kafka import Broker, fetch
 from model import metrics
 from model.dcn import SINGLE_TASK, ModelConfig
-from model.features import FeatureSpec, to_inputs
 from model.research import logistic_regression
 from model.training import auto_epochs, fit, predict
 from rarecvr.produce import produce
+from rarecvr.schema import FeatureSchema, encode_table
 from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
@@ -107,7 +107,7 @@ def main() -> None:
     first_window = (live_from + attribution_ms) // window_ms * window_ms
     windows = int(np.ceil((label_ms.max() + 1 - first_window) / window_ms))
     quarter_ms = first_window + (windows - windows // 4) * window_ms  # the last quarter's start
-    model = ModelConfig(FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES))
+    model = ModelConfig(FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES))
     truth = market.is_hard(np.arange(market.n_setups), sim.start_ms)
     hard_setups = dict(zip(market.setup_ids, truth, strict=True))
     hard = np.array([hard_setups[s] for s in table["setup_id"].to_pylist()])
@@ -118,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         history = Path(tmp) / "history.parquet"
         pq.write_table(table.filter(pc.less(table["ts_ms"], live_from)), history)
-        inputs = to_inputs(table, model.features)
+        inputs = encode_table(table, model.features)
         del table
         broker = Broker(Path(tmp) / "kafka", log_level="WARN", heap="1g")
         info = broker.start()

@@ -45,13 +45,13 @@ from deploy.kafka.broker import free_port
 from deploy.serving.graphs import Slot, probe
 from model.dcn import ModelConfig, build
 from model.export import SIGNATURE, export, export_version
-from model.features import FeatureSpec
 from rarecvr.contracts import encode
+from rarecvr.schema import FeatureSchema
 from rarecvr.topics import MODEL_UPDATES, ensure_topics
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from trainer.registry import Registry
 
-SPEC = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+SPEC = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
 
 
 def candidates(n: int, rng: np.random.Generator) -> list[dict]:

@@ -39,10 +39,10 @@ import numpy as np
 from deploy.kafka import Broker, fetch
 from model.dcn import ModelConfig
 from model.export import export_version
-from model.features import FeatureSpec
 from model.training import fit
 from rarecvr.contracts import TaskAssignment, decode
 from rarecvr.produce import produce
+from rarecvr.schema import FeatureSchema
 from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
@@ -77,7 +77,7 @@ class TimedTrainer(Trainer):
 
 
 def window_examples(
-    market: Marketplace, start_ms: int, window_ms: int, attribution_ms: int, spec: FeatureSpec
+    market: Marketplace, start_ms: int, window_ms: int, attribution_ms: int, spec: FeatureSchema
 ) -> Examples:
     """The examples whose label time falls in the window, oldest first, regenerated (the
     simulator is deterministic): what the window trains on, up to labels that arrived late."""
@@ -118,7 +118,7 @@ def main() -> None:
     # A six-hour attribution window: about 92% of three days' clicks have their label (sent when
     # the click's window closes) inside the first window.
     sim = SimConfig(clicks=int(args.examples / 0.9), days=3.0, attribution_window_ms=6 * HOUR_MS)
-    model = ModelConfig(FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES))
+    model = ModelConfig(FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES))
     market = Marketplace(sim)
     reference = window_examples(market, sim.start_ms - sim.start_ms % window_ms, window_ms,
                                 sim.attribution_window_ms, model.features)  # fmt: skip

@@ -27,12 +27,12 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from model.dcn import SINGLE_TASK, ModelConfig, build  # noqa: E402
-from model.features import FeatureSpec, to_inputs  # noqa: E402
 from model.parquet_input import parquet_dataset  # noqa: E402
+from rarecvr.schema import FeatureSchema, encode_table  # noqa: E402
 from simulator import Marketplace, SimConfig  # noqa: E402
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, write_parquet  # noqa: E402
 
-SPEC = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+SPEC = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
 REFERENCE = ModelConfig(SPEC, hash_buckets=100_000, embedding_dim=16, shared_layers=2,
                         tower_units=(256, 128))  # fmt: skip
 BATCH = 4096
@@ -56,7 +56,7 @@ def main() -> None:
             hard = pc.is_in(column.dictionary, value_set=hard_setups).to_numpy(zero_copy_only=False)
             return hard[column.indices.to_numpy()]
 
-        sample = to_inputs(pq.read_table(paths["clicks"]).slice(0, 10_000), SPEC)
+        sample = encode_table(pq.read_table(paths["clicks"]).slice(0, 10_000), SPEC)
         models = {
             "single_task": build(
                 replace(REFERENCE, tasks=SINGLE_TASK, loss_weights=(1.0,)), sample

@@ -34,8 +34,10 @@ from deploy.report import write
 from deploy.stack import Stack, StageDied
 from rarecvr import settings
 from rarecvr.produce import produce
+from rarecvr.schema_topic import publish_schema
 from simulator import Marketplace, SimConfig
 from simulator.events import event_stream
+from simulator.tables import SCHEMA
 
 HOUR_MS = 3_600_000
 ATTRIBUTION_MS = 2 * HOUR_MS  #: the demo's attribution window, in compressed event time
@@ -154,6 +156,7 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, histor
     history = write_history(cfg, live_from, home / "history.parquet") if history_days else None
     ports = {name: free_port() for name in ("worker", "trainer", "replica")}
     days = str(ATTRIBUTION_MS / 86_400_000)
+    publish_schema(bootstrap, SCHEMA, "simulator")
     stack = Stack(home / "logs", env)
     stack.start("worker", "worker", "--data-dir", str(home / "worker"),
                 "--web-port", str(ports["worker"]), "--window-days", days,

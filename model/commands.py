@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from rarecvr.logfile import UNIT_CHOICES
+
 
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
@@ -27,7 +29,17 @@ def _csv(value: str | None) -> list[str]:
 )
 @click.option("--time", "time_col", help="Event-time column; without it the split is random.")
 @click.option("--features", help="Feature columns, comma-separated (setup is added).")
-@click.option("--categorical", help="Numeric columns to treat as categorical, comma-separated.")
+@click.option("--categorical", help="Columns to hash as categories whatever their type, "
+              "comma-separated (strings and integers already are).")  # fmt: skip
+@click.option("--numeric", help="Integer columns to model as numbers, comma-separated (floats "
+              "already are).")  # fmt: skip
+@click.option(
+    "--unit",
+    type=click.Choice(UNIT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Unit of a numeric --time column since the Unix epoch (auto: by size).",
+)
 @click.option("--columns", help="Column names of a header-less CSV, comma-separated.")
 @click.option("--alpha", type=float, default=0.01, show_default=True,
               help="A setup is hard when its historical CVR is at most alpha.")  # fmt: skip
@@ -43,8 +55,8 @@ def _csv(value: str | None) -> list[str]:
 @click.option("--quick", is_flag=True, help="A small version that runs in a few minutes.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
-def research(data, label, positive, setup, time_col, features, categorical, columns, alpha,
-             clicks, seeds, epochs, quick, out, as_json) -> None:  # fmt: skip
+def research(data, label, positive, setup, time_col, features, categorical, numeric, unit,
+             columns, alpha, clicks, seeds, epochs, quick, out, as_json) -> None:  # fmt: skip
     """Offline study: loss weights, shared layers, and multi-task vs single-task on the hard
     population, with bootstrap confidence intervals and a report with plots.
 
@@ -76,14 +88,18 @@ def research(data, label, positive, setup, time_col, features, categorical, colu
                 cache[seed] = from_file(
                     data, label, _csv(setup), _csv(features), rule, time=time_col,
                     positive=positive, columns=_csv(columns) or None,
-                    categorical=_csv(categorical), seed=seed,
+                    categorical=_csv(categorical), numeric=_csv(numeric), unit=unit, seed=seed,
                 )  # fmt: skip
             return cache[seed]
 
         try:
-            rows = len(studies(plan.seeds[0], None).train)
+            first = studies(plan.seeds[0], None)
         except (KeyError, ValueError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc).strip("'\"")) from None
+        rows = len(first.train)
+        click.echo(f"features: {first.about['schema']}", err=True)
+        for note in first.about["schema_notes"]:
+            click.echo(f"  {note}", err=True)
         plan = replace(plan, epochs=epochs or auto_epochs(rows), batch=512,
                        hash_buckets=min(plan.hash_buckets, 20_000))  # fmt: skip
         strengths = (None,)

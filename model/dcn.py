@@ -20,8 +20,8 @@ import keras
 import keras_rs
 import tensorflow as tf
 
-from model.features import FeatureSpec
 from model.optimizer import SparseAdam
+from rarecvr.schema import FeatureSchema
 
 TASKS = ("soft", "hard")
 SINGLE_TASK = ("all",)
@@ -31,7 +31,7 @@ SINGLE_TASK = ("all",)
 class ModelConfig:
     """Architecture and loss of a model. ``loss_weights`` are in the order of ``tasks``."""
 
-    features: FeatureSpec
+    features: FeatureSchema
     hash_buckets: int = 100_000
     embedding_dim: int = 16
     shared_layers: int = 2  #: DCN-v2 cross layers shared by the towers (0: embeddings only)

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from model.features import FeatureSpec, to_inputs
+from rarecvr.schema import FeatureSchema, encode_table
 
 
 def parquet_dataset(
     path: Path,
-    spec: FeatureSpec,
+    spec: FeatureSchema,
     batch: int,
     label: str,
     task_of: Callable[[pa.RecordBatch], np.ndarray],
@@ -34,7 +34,7 @@ def parquet_dataset(
                 return
             table = pa.Table.from_batches([record_batch])
             seen += table.num_rows
-            inputs = to_inputs(table, spec)
+            inputs = encode_table(table, spec)
             targets = {
                 "label": table[label].to_numpy().astype(np.float32),
                 "task": task_of(record_batch).astype(np.int32),

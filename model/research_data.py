@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from model.features import FeatureSpec, to_inputs
 from model.tasks import TaskRule, decayed_cvr_asof, setup_cvr_from
-from rarecvr.logfile import read_table
+from rarecvr.logfile import millis, read_table, setup_ids
+from rarecvr.schema import FeatureSchema, encode_table, infer
 
 DAY_MS = 86_400_000
 
@@ -35,7 +35,7 @@ class Split:
 class Study:
     """A prepared data set: features, a train and a test split, and where it came from."""
 
-    spec: FeatureSpec
+    spec: FeatureSchema
     train: Split
     test: Split
     about: dict = field(default_factory=dict)
@@ -61,9 +61,9 @@ def simulated(market, rule: TaskRule, test_share: float = 0.25) -> Study:
     cvr = decayed_cvr_asof(setup, t, converted_at, setup, t, rule.half_life_days * DAY_MS,
                            rule.prior(labels), rule.prior_strength)  # fmt: skip
     hard = cvr <= rule.alpha
-    spec = FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
+    spec = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
     cut = int(np.searchsorted(t, np.quantile(t, 1 - test_share)))
-    inputs = to_inputs(table, spec)
+    inputs = encode_table(table, spec)
     true_p = table["true_p"].to_numpy()
     about = {"source": "simulator", "clicks": table.num_rows, "seed": market.cfg.seed,
              "shared_strength": market.cfg.shared_strength, "split": "by time",
@@ -106,36 +106,35 @@ def from_file(
     categorical: list[str] = (),
     test_share: float = 0.25,
     seed: int = 0,
-    half_life: float | None = None,
+    half_life_ms: float | None = None,
+    numeric: list[str] = (),
+    unit: str = "auto",
 ) -> Study:
-    """A user's log as a study. With ``time``: sorted, split by time, each row's task from
-    earlier rows (``half_life`` in the time column's units, default a quarter of its span).
-    Without: a seeded random split, setup CVRs from the training part only."""
+    """A user's log as a study, its features' kinds inferred (``rarecvr.schema.infer``, the
+    notes in ``about``). With ``time`` (any form ``rarecvr.logfile.millis`` reads): sorted,
+    split by time, each row's task from earlier rows (``half_life_ms`` default a quarter of the
+    span). Without: a seeded random split, setup CVRs from the training part only."""
     table = read_table(path, columns)
     missing = [c for c in [label, *setup, *features, *([time] if time else [])]
                if c not in table.column_names]  # fmt: skip
     if missing:
         raise KeyError(f"{path} has no column(s) {missing}; it has {table.column_names}")
     labels = label_array(table, label, positive)
-    setup_id = pc.binary_join_element_wise(
-        *[pc.utf8_trim_whitespace(table[c].cast(pa.string())) for c in setup], "|"
-    )
-    table = table.append_column("setup_id", setup_id)
-    numeric = tuple(
-        f for f in features
-        if f not in categorical and (pa.types.is_integer(table[f].type)
-                                     or pa.types.is_floating(table[f].type))
-    )  # fmt: skip
-    spec = FeatureSpec(("setup_id", *[f for f in features if f not in numeric]), numeric)
+    table = table.append_column("setup_id", setup_ids(table, setup))
+    inferred, notes = infer(table, features, tuple(categorical), tuple(numeric))
+    spec = FeatureSchema(("setup_id", *inferred.categorical), inferred.numeric)
     codes = _codes(table["setup_id"])
     prior = rule.prior(labels)
     if time:
-        t = pc.cast(table[time], pa.float64()).to_numpy()
+        t = millis(table[time], unit, time)
+        if np.isnan(t).any():
+            row = int(np.flatnonzero(np.isnan(t))[0])
+            raise ValueError(f"{path}: row {row} has no time in column {time!r}")
         order = np.argsort(t, kind="stable")
         table, labels, codes, t = table.take(order), labels[order], codes[order], t[order]
         converted_at = np.where(labels > 0, t, np.nan)
-        half_life = half_life or max(t[-1] - t[0], 1.0) / 4
-        cvr = decayed_cvr_asof(codes, t, converted_at, codes, t, half_life, prior,
+        half_life_ms = half_life_ms or max(t[-1] - t[0], 1.0) / 4
+        cvr = decayed_cvr_asof(codes, t, converted_at, codes, t, half_life_ms, prior,
                                rule.prior_strength)  # fmt: skip
         hard = cvr <= rule.alpha
         cut = int(labels.size * (1 - test_share))
@@ -148,10 +147,10 @@ def from_file(
         cvr = np.concatenate([cvr, np.full(max(0, codes.max() + 1 - cvr.size), prior)])
         hard = cvr[codes] <= rule.alpha
         split = f"random (seed {seed}), setup CVR from the training part"
-    inputs = to_inputs(table, spec)
+    inputs = encode_table(table, spec)
     about = {"source": str(path), "rows": table.num_rows, "label": label, "setup": setup,
              "split": split, "hard_share_train": float(hard[:cut].mean()),
-             "base_rate": prior}  # fmt: skip
+             "base_rate": prior, "schema": spec.summary(), "schema_notes": notes}  # fmt: skip
     return Study(spec, *_split(inputs, labels, hard, None, cut), about=about)
 
 

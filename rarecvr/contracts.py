@@ -140,6 +140,21 @@ class ModelUpdate(Event):
     created_ms: TimestampMs
 
 
+FeatureName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class FeatureSchemaRecord(Event):
+    """The features of the click stream, each categorical or numeric (``rarecvr.schema``):
+    published by whatever produces the clicks, read by the trainer."""
+
+    event_type: ClassVar[str] = "feature_schema"
+    v: Literal[1] = 1
+    categorical: Annotated[list[FeatureName], Field(min_length=1)]
+    numeric: list[FeatureName] = []
+    source: Annotated[str, Field(max_length=1024)]  #: who published it: a log's path, ...
+    published_ms: TimestampMs
+
+
 class DeadLetter(Event):
     """An event that could not be processed, with its raw bytes (base64) and why."""
 

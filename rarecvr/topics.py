@@ -78,6 +78,14 @@ MODEL_UPDATES = Topic(
     contracts.ModelUpdate,
     doc="Model registry events: a version published, pinned or rolled back.",
 )
+FEATURE_SCHEMA = Topic(
+    "feature-schema",
+    1,
+    contracts.FeatureSchemaRecord,
+    {"cleanup.policy": "compact"},
+    doc="The click stream's feature schema, one record under one key (compacted): what the "
+    "trainer builds its model from.",
+)
 DEAD_LETTERS = Topic(
     "dead-letters",
     1,
@@ -93,6 +101,7 @@ ALL: tuple[Topic, ...] = (
     CVR_DELTAS,
     TASK_ASSIGNMENTS,
     MODEL_UPDATES,
+    FEATURE_SCHEMA,
     DEAD_LETTERS,
 )
 

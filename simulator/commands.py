@@ -118,9 +118,12 @@ def simulate(
         else:
             from rarecvr import settings
             from rarecvr.produce import produce
+            from rarecvr.schema_topic import publish_schema
             from simulator.events import event_stream
+            from simulator.tables import SCHEMA
 
             address = settings.bootstrap(bootstrap)
+            publish_schema(address, SCHEMA, "simulator")
             task = bar.add_task("events", total=None, rate="")
             seen = 0
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rarecvr.schema import FeatureSchema
 from simulator.marketplace import CATEGORY_NAMES, DEVICES, OSES, TYPE_NAMES, Marketplace
 from simulator.traffic import Clicks, generate
 
@@ -33,6 +34,8 @@ CATEGORICAL_FEATURES = (
     "placement",
 )
 NUMERIC_FEATURES = ("recency_days",)
+#: The simulator's feature schema, published with its click stream.
+SCHEMA = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
 
 
 def _dictionary(indices: np.ndarray, names: list[str]) -> pa.DictionaryArray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from rarecvr import settings
+from rarecvr.logfile import UNIT_CHOICES
 from stabilizer.policy import PolicyParams
 
 POLICY = PolicyParams()
@@ -100,33 +101,78 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
 @click.command()
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
               help="CSV(.gz) or Parquet click log, one row per click.")  # fmt: skip
-@click.option("--click-time", required=True, help="Column with the click's time.")
+@click.option("--click-time", required=True,
+              help="Column with the click's time: epoch numbers, ISO-8601 or datetime strings, "
+                   "or timestamps.")  # fmt: skip
 @click.option("--conversion-time", required=True,
               help="Column with the conversion's time; empty when there was none.")  # fmt: skip
 @click.option("--setup", required=True, help="Conversion setup column(s), comma-separated.")
 @click.option("--features", required=True, help="Feature columns, comma-separated.")
+@click.option("--categorical", default="",
+              help="Features to hash as categories whatever their type (strings and integers "
+                   "already are), comma-separated.")  # fmt: skip
+@click.option("--numeric", default="",
+              help="Integer features to model as numbers (floats already are).")  # fmt: skip
 @click.option("--id", "id_column", help="Click id column (default: the row number).")
-@click.option("--advertiser", help="Advertiser column (default: the setup).")
-@click.option("--unit", type=click.Choice(["ms", "s"]), default="ms", show_default=True,
-              help="Unit of numeric time columns (since the Unix epoch).")  # fmt: skip
+@click.option("--advertiser", help="Advertiser column (default: advertiser_id if the log has "
+              "one, else the setup).")  # fmt: skip
+@click.option(
+    "--unit",
+    type=click.Choice(UNIT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Unit of numeric time columns since the Unix epoch (auto: by size).",
+)
+@click.option(
+    "--window-days",
+    type=float,
+    default=7.0,
+    show_default=True,
+    help="The worker's attribution window: a log shorter than it is warned about.",
+)
 @click.option("--speed", type=float, help="Compress event time by this factor.")
 @click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
-def replay(data, click_time, conversion_time, setup, features, id_column, advertiser, unit,
-           speed, bootstrap) -> None:  # fmt: skip
-    """Send a click log to the clicks and conversions topics, in event-time order."""
+def replay(data, click_time, conversion_time, setup, features, categorical, numeric,
+           id_column, advertiser, unit, window_days, speed, bootstrap) -> None:  # fmt: skip
+    """Send a click log to the clicks and conversions topics, in event-time order, after its
+    feature schema (printed; integer columns are ids, hashed as categories, unless --numeric).
+
+    \b
+      rarecvr replay --data train.csv.gz --click-time click_time \\
+          --conversion-time attributed_time --setup app --features ip,device,os,channel
+    """
     from rarecvr.logfile import read_table
     from rarecvr.produce import produce
-    from streams.replay import log_records
+    from rarecvr.schema import FeatureSchema, infer
+    from rarecvr.schema_topic import publish_schema
+    from streams.replay import describe_times, log_records, log_span_days
 
     def names(value: str) -> list[str]:
         return [v.strip() for v in value.split(",") if v.strip()]
 
     address = settings.bootstrap(bootstrap)
     try:
-        records = list(log_records(read_table(data), click_time, conversion_time, names(setup),
+        table = read_table(data)
+        inferred, notes = infer(table, names(features), tuple(names(categorical)),
+                                tuple(names(numeric)))  # fmt: skip
+        records = list(log_records(table, click_time, conversion_time, names(setup),
                                    names(features), unit, id_column, advertiser))  # fmt: skip
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
+    has_advertiser = advertiser or "advertiser_id" in table.column_names
+    top = ("setup_id", "advertiser_id") if has_advertiser else ("setup_id",)
+    schema = FeatureSchema((*top, *inferred.categorical), inferred.numeric)
+    click.echo(f"features: {schema.summary()}")
+    for note in notes:
+        click.echo(f"  {note}")
+    span = log_span_days(records)
+    click.echo(f"clicks: {describe_times(records)}")
+    if span < window_days:
+        click.echo(f"warning: the log spans {span:.1f} days, less than the {window_days:g}-day "
+                   "attribution window: no click's window closes within it, so the worker "
+                   "labels no negatives. Run the worker (and pass here) a shorter "
+                   "--window-days.", err=True)  # fmt: skip
+    publish_schema(address, schema, str(data))
     counts = produce(address, records, speed=speed)
     sent = ", ".join(f"{n} to {topic}" for (topic, _), n in sorted(counts.items()))
     click.echo(f"replayed {data}: {sent}")

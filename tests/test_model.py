@@ -14,11 +14,11 @@ import tensorflow as tf  # noqa: E402
 
 from model.dcn import ModelConfig, build, multitask_loss  # noqa: E402
 from model.export import SOFT, export, export_version, load  # noqa: E402
-from model.features import FeatureSpec  # noqa: E402
 from model.optimizer import SparseAdam  # noqa: E402
 from model.training import dataset, fit_chunks  # noqa: E402
+from rarecvr.schema import FeatureSchema  # noqa: E402
 
-SPEC = FeatureSpec(categorical=("setup_id", "device"), numeric=("recency_days",))
+SPEC = FeatureSchema(categorical=("setup_id", "device"), numeric=("recency_days",))
 
 
 def batch(n=256, seed=0):

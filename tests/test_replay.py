@@ -10,6 +10,8 @@ import uuid
 import pytest
 
 from rarecvr.contracts import Click, Conversion, decode
+from rarecvr.schema import FeatureSchema
+from rarecvr.schema_topic import latest_schema
 from rarecvr.topics import CLICKS, CONVERSIONS, ensure_topics
 from tests.streams_harness import read_topic
 
@@ -28,10 +30,15 @@ def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_
     result = subprocess.run(
         [sys.executable, "-m", "rarecvr.cli", "replay", "--data", str(log), "--click-time", "ts",
          "--conversion-time", "conv_ts", "--setup", "campaign,event",
-         "--features", "device,price", "--bootstrap", kafka.bootstrap],
+         "--features", "device,price", "--unit", "ms", "--window-days", "0.0005",
+         "--bootstrap", kafka.bootstrap],
         capture_output=True, text=True, timeout=120, env={**os.environ},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "categorical: setup_id, device; numeric: price" in result.stdout
+    assert "warning" not in result.stderr
+    schema, source = latest_schema(kafka.bootstrap)
+    assert schema == FeatureSchema(("setup_id", "device"), ("price",)) and source == str(log)
     clicks = [decode(Click, r.value) for r in read_topic(kafka.bootstrap, CLICKS)]
     conversions = [decode(Conversion, r.value) for r in read_topic(kafka.bootstrap, CONVERSIONS)]
     assert len(clicks) == 60 and len(conversions) == 15

@@ -24,12 +24,12 @@ from deploy.serving.graphs import GraphLoader, RefusedVersion, Slot, probe
 from deploy.serving.weights import WeightsMismatch
 from model.dcn import ModelConfig, build
 from model.export import export_version
-from model.features import FeatureSpec
 from rarecvr.contracts import TaskAssignment, encode
+from rarecvr.schema import FeatureSchema
 from rarecvr.topics import MODEL_UPDATES, TASK_ASSIGNMENTS, ensure_topics
 from trainer.registry import Registry
 
-SPEC = FeatureSpec(categorical=("setup_id", "advertiser_id", "device"), numeric=("recency_days",))
+SPEC = FeatureSchema(categorical=("setup_id", "advertiser_id", "device"), numeric=("recency_days",))
 CONFIG = ModelConfig(SPEC, hash_buckets=1000, embedding_dim=4, shared_layers=1, tower_units=(8,))
 SAMPLE = {
     "setup_id": np.array([b"s1", b"s2"]),
@@ -247,6 +247,13 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(replica):
     assert status == 422 and body["field"].startswith("candidates.0.features.x")
     status, body = post(port, {"candidates": []})
     assert status == 422 and body["field"] == "candidates"
+    status, body = post(port, {"candidates": [{"setup_id": "s", "features": {"ip": 87540}}]})
+    assert status == 422 and body["field"] == "candidates.0.features.ip"
+    assert "no such feature" in body["error"] and "recency_days" in body["error"]
+    late = {"setup_id": "s", "features": {"recency_days": "soon"}}
+    status, body = post(port, {"candidates": [late]})
+    assert status == 422 and body["field"] == "candidates.0.features.recency_days"
+    assert "finite number" in body["error"]
     status, body = post(port, {"candidates": CANDIDATES[:1] * 101})
     assert status == 413 and "100 candidates" in body["error"]
     status, body = post(port, None, raw=b"x" * 300_000)

@@ -22,13 +22,14 @@ import pytest
 
 from model.dcn import ModelConfig, build
 from model.export import SOFT, load
-from model.features import FeatureSpec, records_to_inputs
 from model.training import predict
 from rarecvr.produce import produce
+from rarecvr.schema import FeatureSchema, encode_records
+from rarecvr.schema_topic import publish_schema
 from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
-from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, Vocab, clicks_table
+from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, SCHEMA, Vocab, clicks_table
 from simulator.traffic import generate
 from trainer.examples import Examples
 from trainer.gate import judge, score
@@ -43,7 +44,7 @@ ATTRIBUTION_MS = 6 * HOUR_MS
 SIM = SimConfig(clicks=360_000, days=4.0, advertisers=60, seed=3,
                 attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
 LIVE_FROM = SIM.start_ms + 2 * 86_400_000  #: the first two days are the history log
-MODEL = ModelConfig(FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES), hash_buckets=20_000,
+MODEL = ModelConfig(FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES), hash_buckets=20_000,
                     tower_units=(64, 32))  # fmt: skip
 
 
@@ -58,6 +59,7 @@ def stream(kafka, monkeypatch, **noise) -> str:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     monkeypatch.setenv("RARECVR_TOPIC_PREFIX", prefix)
     ensure_topics(kafka.bootstrap)
+    publish_schema(kafka.bootstrap, SCHEMA, "simulator")
     market = Marketplace(SIM)
     produce(kafka.bootstrap, true_assignments(market))
     live = LIVE_FROM + ATTRIBUTION_MS  # label time of the first live click
@@ -242,7 +244,7 @@ def test_model_commands_pin_roll_back_and_announce_on_the_topic(kafka, monkeypat
 
 
 def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before_training():
-    spec = FeatureSpec(("setup_id", "advertiser_id", "device"), ("recency_days",))
+    spec = FeatureSchema(("setup_id", "advertiser_id", "device"), ("recency_days",))
     tiny = ModelConfig(spec, hash_buckets=500, embedding_dim=4, shared_layers=1, tower_units=(8,))
     rng = np.random.default_rng(0)
     examples = [{"setup_id": f"s{i % 7}", "advertiser_id": "a", "label": 0,
@@ -255,7 +257,7 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
     examples = [examples[i] for i in order]  # they arrive in label-time order
     block = Examples.from_dicts(examples, spec)
     hard = lambda chunk: np.isin(chunk.meta["setup_id"], ["s0", "s1"])  # noqa: E731
-    serving = build(tiny, records_to_inputs([{"setup_id": "x"}], spec), {"hard": 0.1, "soft": 0.3})
+    serving = build(tiny, encode_records([{"setup_id": "x"}], spec), {"hard": 0.1, "soft": 0.3})
     before = [w.copy() for w in serving.get_weights()]
 
     def start_models(inputs, labels, rows):
@@ -279,7 +281,7 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
     assert all(np.array_equal(a, b) for a, b in zip(before, serving.get_weights(), strict=True))
     records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": "a"} for e in examples]
     labels = np.array([e["label"] for e in examples], np.float32)
-    expected = score(labels, hard(block), predict(serving, records_to_inputs(records, spec)))
+    expected = score(labels, hard(block), predict(serving, encode_records(records, spec)))
     assert figures["progressive"]["hard_expected"] == pytest.approx(expected["hard_expected"])
     assert figures["progressive"]["soft_rig"] == pytest.approx(expected["soft_rig"])
 
@@ -287,7 +289,7 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
 def test_a_history_log_is_labeled_by_the_attribution_window_and_names_missing_columns(tmp_path):
     from trainer import history
 
-    spec = FeatureSpec(("setup_id", "device"))
+    spec = FeatureSchema(("setup_id", "device"))
     tiny = ModelConfig(spec, hash_buckets=100, embedding_dim=2, shared_layers=0, tower_units=())
     log = pa.table({"ts_ms": [300, 100, 200, 400], "setup_id": ["a", "a", "b", "b"],
                     "device": ["ios", "web", "ios", "web"],

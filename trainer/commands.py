@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from rarecvr import settings
+from rarecvr.logfile import UNIT_CHOICES
 
 
 def registry_option(f):
@@ -86,15 +87,27 @@ def registry_path(registry: Path | None) -> Path:
 @click.option("--history-conversion-time", default="conversion_ts_ms", show_default=True,
               help="History: the conversion time column (empty: no conversion).")  # fmt: skip
 @click.option("--history-setup", default="setup_id", show_default=True,
-              help="History: the conversion setup column.")  # fmt: skip
-@click.option("--history-unit", type=click.Choice(["ms", "s"]), default="ms", show_default=True,
-              help="History: unit of numeric time columns (since the Unix epoch).")  # fmt: skip
+              help="History: the conversion setup column(s), comma-separated, as given to "
+                   "rarecvr replay.")  # fmt: skip
+@click.option("--history-advertiser",
+              help="History: the advertiser column (default: advertiser_id if the log has one, "
+                   "else the setup), as given to rarecvr replay.")  # fmt: skip
+@click.option("--history-unit", type=click.Choice(UNIT_CHOICES), default="auto",
+              show_default=True,
+              help="History: unit of numeric time columns since the Unix epoch (auto: by "
+                   "size).")  # fmt: skip
+@click.option("--schema", "schema_file", type=click.Path(exists=True, path_type=Path),
+              help="Feature schema JSON ({\"categorical\": [...], \"numeric\": [...]}); default: "
+                   "the one published on the feature-schema topic.")  # fmt: skip
+@click.option("--schema-wait", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for a published schema when the state has none.")  # fmt: skip
 @click.option("--alpha", type=float, default=0.01, show_default=True,
               help="History: a setup is hard when its decayed CVR is at most alpha.")  # fmt: skip
 def train(bootstrap, registry, state_dir, window_hours, attribution_days,
           max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, reader_nice,
           metrics_port, max_windows, history, history_click_time, history_conversion_time,
-          history_setup, history_unit, alpha) -> None:  # fmt: skip
+          history_setup, history_advertiser, history_unit, alpha, schema_file,
+          schema_wait) -> None:  # fmt: skip
     """Train the multi-task model on each window of labeled examples and publish validated
     hard-only graphs (with the soft tower as a second signature) to the registry.
 
@@ -108,19 +121,33 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
     from prometheus_client import start_http_server
 
     from model.dcn import ModelConfig
-    from model.features import FeatureSpec
-    from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from rarecvr.schema import FeatureSchema
+    from rarecvr.schema_topic import latest_schema
+    from trainer.features import NoSchema, choose
     from trainer.gate import GateParams
     from trainer.history import HistoryLog, stream_rule
     from trainer.loop import Trainer, TrainerConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    address = settings.bootstrap(bootstrap)
+    state_dir = state_dir or settings.home() / "trainer"
+
+    def published(wait_s: float = 0.0) -> FeatureSchema | None:
+        found = latest_schema(address, wait_s)
+        return found[0] if found else None
+
+    given = FeatureSchema.from_json(json.loads(schema_file.read_text())) if schema_file else None
+    kept = (state_dir / "schema.json").exists()
+    try:
+        schema = choose(state_dir, given, None if kept or given else published(schema_wait))
+    except NoSchema as exc:
+        raise click.ClickException(f"{exc} within {schema_wait:g} s") from None
+    click.echo(f"features: {schema.summary()}")
     cfg = TrainerConfig(
-        bootstrap=settings.bootstrap(bootstrap),
+        bootstrap=address,
         registry=registry_path(registry),
-        state_dir=state_dir or settings.home() / "trainer",
-        model=ModelConfig(FeatureSpec(CATEGORICAL_FEATURES, NUMERIC_FEATURES),
-                          hash_buckets=hash_buckets, loss_weights=tuple(loss_weights)),
+        state_dir=state_dir,
+        model=ModelConfig(schema, hash_buckets=hash_buckets, loss_weights=tuple(loss_weights)),
         window_ms=int(window_hours * 3_600_000),
         attribution_window_ms=int(attribution_days * 86_400_000),
         gate=GateParams(max_rig_drop=max_rig_drop, calibration_bounds=tuple(calibration)),
@@ -130,12 +157,13 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
     )  # fmt: skip
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, schema_watch=published)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stop_event.set())
     if history is not None:
-        log_file = HistoryLog(history, history_click_time, history_conversion_time,
-                              history_setup, history_unit)  # fmt: skip
+        setup = tuple(c.strip() for c in history_setup.split(",") if c.strip())
+        log_file = HistoryLog(history, history_click_time, history_conversion_time, setup,
+                              history_unit, history_advertiser)  # fmt: skip
         try:
             entry = trainer.bootstrap(log_file, stream_rule(alpha))
         except (KeyError, ValueError) as exc:

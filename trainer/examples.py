@@ -11,11 +11,11 @@ fetch's values are joined and parsed by Arrow's JSON reader in one call, and eve
 
 A block that Arrow cannot read as one table (a malformed line, a field whose type changes from
 line to line) is parsed line by line instead, with the same result: each bad line is named
-with its record and reason, the rest become columns exactly as ``model.features.records_to_inputs``
+with its record and reason, the rest become columns exactly as ``rarecvr.schema.encode_records``
 would make them (the replicas' path), so training and serving hash the same strings.
 
->>> from model.features import FeatureSpec
->>> spec = FeatureSpec(("setup_id", "device", "hour"), ("recency_days",))
+>>> from rarecvr.schema import FeatureSchema
+>>> spec = FeatureSchema(("setup_id", "device", "hour"), ("recency_days",))
 >>> values = [
 ...     b'{"click_id": "c1", "setup_id": "s1", "label": 1, "click_ts_ms": 5,'
 ...     b' "conversion_ts_ms": 9, "features": {"device": "ios", "hour": 3, "recency_days": 2.5}}',
@@ -48,8 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from model.features import FeatureSpec, records_to_inputs
 from rarecvr.contracts import PEER_TAGS, peer_group, split_lines
+from rarecvr.schema import EncodingError, FeatureSchema, encode_records, number, word
 
 REQUIRED = ("click_id", "setup_id", "features", "label", "click_ts_ms")
 #: Top-level fields read by name; anything else in a record is ignored.
@@ -108,7 +108,7 @@ class Examples:
         return hard
 
     @classmethod
-    def from_dicts(cls, examples: list[dict], spec: FeatureSpec) -> Examples:
+    def from_dicts(cls, examples: list[dict], spec: FeatureSchema) -> Examples:
         """Columns from parsed examples, as the replicas turn requests into inputs."""
         records = [e["features"] | {"setup_id": e["setup_id"],
                                     "advertiser_id": e.get("advertiser_id", "")}
@@ -123,7 +123,7 @@ class Examples:
             ),
             "true_p": np.array([_or(e.get("true_p"), np.nan) for e in examples], np.float64),
         }
-        return cls(records_to_inputs(records, spec), meta)
+        return cls(encode_records(records, spec), meta)
 
 
 def _distinct(values: np.ndarray) -> tuple[list, np.ndarray]:
@@ -153,7 +153,7 @@ class Parsed(NamedTuple):
     bad: list[tuple[int, bytes, str, str]]
 
 
-def parse(values: list[bytes], spec: FeatureSpec) -> Parsed:
+def parse(values: list[bytes], spec: FeatureSchema) -> Parsed:
     """The examples of a fetch's records, each record one or more lines of JSON."""
     lines = np.array([value.count(b"\n") + 1 for value in values], dtype=np.int64)
     table = _read_table(values, int(lines.sum()), spec) if values else None
@@ -176,7 +176,7 @@ def parse(values: list[bytes], spec: FeatureSpec) -> Parsed:
     return Parsed(Examples.from_dicts(good, spec), np.array(records, dtype=np.int64), bad)
 
 
-def check(example, spec: FeatureSpec) -> dict:
+def check(example, spec: FeatureSchema) -> dict:
     """The example if it has what training needs; else ValueError("<field>: <problem>")."""
     if not isinstance(example, dict):
         raise ValueError("not_json: not a JSON object")
@@ -192,12 +192,14 @@ def check(example, spec: FeatureSpec) -> dict:
     if not isinstance(features, dict):
         raise ValueError("labeled_example.features: must be an object")
     for name in spec.numeric:
-        if not isinstance(features.get(name, 0.0), int | float):
-            raise ValueError(f"labeled_example.features.{name}: must be a number")
+        try:
+            number(features.get(name), 0, name)
+        except EncodingError as error:
+            raise ValueError(f"labeled_example.features.{name}: {error.problem}") from None
     return example
 
 
-def _read_table(values: list[bytes], lines: int, spec: FeatureSpec) -> pa.Table | None:
+def _read_table(values: list[bytes], lines: int, spec: FeatureSchema) -> pa.Table | None:
     """All ``lines`` of the values as one Arrow table, or None when any needs a closer look."""
     try:
         table = pj.read_json(io.BytesIO(b"\n".join(values)), read_options=_READ,
@@ -219,7 +221,7 @@ def _read_table(values: list[bytes], lines: int, spec: FeatureSpec) -> pa.Table 
     return table
 
 
-def _from_table(table: pa.Table, spec: FeatureSpec) -> Examples:
+def _from_table(table: pa.Table, spec: FeatureSchema) -> Examples:
     features = table["features"].combine_chunks()
     names = {f.name for f in features.type}
 
@@ -247,14 +249,13 @@ def _from_table(table: pa.Table, spec: FeatureSpec) -> Examples:
 
 
 def _as_bytes(values: pa.Array | None, n: int) -> np.ndarray:
-    """A categorical column as ``str(value).encode()`` of each value ("" when missing), built
-    from its distinct values; strings and integers are cast by Arrow, anything else by Python
-    (Arrow writes 1.0 as "1", Python as "1.0")."""
+    """A categorical column as ``schema.word(value).encode()`` of each value ("" when
+    missing), built from its distinct values; strings and integers are cast by Arrow, anything
+    else goes through ``word``."""
     if values is None:
         return np.full(n, b"", dtype=object)
     if not (pa.types.is_string(values.type) or pa.types.is_integer(values.type)):
-        return np.array([b"" if v is None else str(v).encode() for v in values.to_pylist()],
-                        dtype=object)  # fmt: skip
+        return np.array([word(v).encode() for v in values.to_pylist()], dtype=object)
     encoded = pc.cast(values, pa.string()).fill_null("").dictionary_encode()
     words = np.array([w.encode() for w in encoded.dictionary.to_pylist()], dtype=object)
     return words[encoded.indices.to_numpy()]

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow.compute as pc
 
 from model.dcn import ModelConfig
-from model.features import to_inputs
 from model.tasks import TaskRule, decayed_cvr_asof
 from model.training import auto_epochs, fit
-from rarecvr.logfile import millis, read_table
+from rarecvr.logfile import advertiser_ids, millis, read_table, setup_ids
+from rarecvr.schema import TOP_LEVEL, encode_table
 
 DAY_MS = 86_400_000
 
@@ -35,8 +35,9 @@ class HistoryLog:
     path: Path
     click_time: str = "ts_ms"
     conversion_time: str = "conversion_ts_ms"
-    setup: str = "setup_id"
-    unit: str = "ms"
+    setup: tuple[str, ...] = ("setup_id",)  #: joined as ``rarecvr replay`` joins them
+    unit: str = "auto"
+    advertiser: str | None = None  #: see ``rarecvr.logfile.advertiser_ids``
 
 
 def stream_rule(alpha: float = 0.01) -> TaskRule:
@@ -67,27 +68,32 @@ def load(log: HistoryLog, model: ModelConfig, attribution_window_ms: int, rule: 
     """Read, label and split a history log; KeyError or ValueError name what is wrong with it."""
     table = read_table(log.path)
     spec = model.features
-    needed = [log.click_time, log.conversion_time, log.setup, *spec.names]
-    missing = sorted({c for c in needed if c not in table.column_names})
+    needed = [log.click_time, log.conversion_time, *log.setup, *filter(None, [log.advertiser]),
+              *(n for n in spec.names if n not in TOP_LEVEL)]  # fmt: skip
+    missing = sorted({c for c in needed if c and c not in table.column_names})
     if missing:
         raise KeyError(f"{log.path} has no column(s) {missing} (the model's features are "
                        f"{list(spec.names)}); it has {table.column_names}")  # fmt: skip
-    clicks = millis(table[log.click_time], log.unit)
+    setups = setup_ids(table, list(log.setup))
+    advertisers = advertiser_ids(table, log.advertiser, setups)
+    table = table.drop_columns([c for c in TOP_LEVEL if c in table.column_names])
+    table = table.append_column("setup_id", setups).append_column("advertiser_id", advertisers)
+    clicks = millis(table[log.click_time], log.unit, log.click_time)
     if np.isnan(clicks).any():
         row = int(np.flatnonzero(np.isnan(clicks))[0])
         raise ValueError(f"{log.path}: row {row} has no click time in {log.click_time!r}")
     order = np.argsort(clicks, kind="stable")
     table, clicks = table.take(order), clicks[order]
-    converted = millis(table[log.conversion_time], log.unit)
+    converted = millis(table[log.conversion_time], log.unit, log.conversion_time)
     delay = converted - clicks
     labels = ((delay >= 0) & (delay <= attribution_window_ms)).astype(np.float32)
     arrived = np.where(labels > 0, converted, np.nan)
-    setup = pc.dictionary_encode(table[log.setup].combine_chunks().cast("string")).indices
+    setup = pc.dictionary_encode(table["setup_id"].combine_chunks()).indices
     setup = setup.to_numpy(zero_copy_only=False).astype(np.int64)
     cvr = decayed_cvr_asof(setup, clicks, arrived, setup, clicks, rule.half_life_days * DAY_MS,
                            rule.prior(labels), rule.prior_strength)  # fmt: skip
     cut = int(len(labels) * (1 - tail_share))
-    return History(to_inputs(table, spec), labels, cvr <= rule.alpha, cut, int(clicks[-1]))
+    return History(encode_table(table, spec), labels, cvr <= rule.alpha, cut, int(clicks[-1]))
 
 
 def train(history: History, model: ModelConfig, batch: int, epochs: int | None = None):

@@ -30,6 +30,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,10 +43,12 @@ from model.export import export_version
 from model.tasks import TaskRule
 from model.training import predict_tasks
 from rarecvr.contracts import DeadLetter, encode
+from rarecvr.schema import FeatureSchema
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
 from trainer import checkpoint, history, metrics
 from trainer.examples import Examples, parse
+from trainer.features import drift_message
 from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
 from trainer.gate import GateParams, implausible, judge, score_hard, vs_constant
@@ -106,8 +109,11 @@ class TrainerState:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainerConfig):
+    def __init__(self, cfg: TrainerConfig, schema_watch: Callable[[], FeatureSchema | None] = None):
+        """``schema_watch`` gives the stream's published schema, compared with the model's on
+        every window (``trainer.features``)."""
         self.cfg = cfg
+        self.schema_watch = schema_watch
         self.registry = Registry(cfg.registry, keep=cfg.keep_versions)
         self.state_path = cfg.state_dir / "state.json"
         self.ckpt_dir = cfg.state_dir / "checkpoints"
@@ -295,6 +301,7 @@ class Trainer:
             "train_examples_per_s": figures["train_examples_per_s"],
             "seconds": round(time.perf_counter() - run.started, 2),
         }  # fmt: skip
+        entry["schema_drift"] = self._schema_drift()
         if entry["serving_below_constant"]:
             log.error("window %d: the serving version scored below a constant on fresh data "
                       "(progressive hard RIG over a constant %.4f)", state.window,
@@ -329,6 +336,14 @@ class Trainer:
                     f"published v{entry['version']}" if entry["version"] else "rejected",
                     entry["seconds"])  # fmt: skip
         return entry
+
+    def _schema_drift(self) -> str | None:
+        """How the stream's published schema differs from the model's, in words (None: not)."""
+        drift = drift_message(self.cfg.model.features, self.schema_watch and self.schema_watch())
+        metrics.SCHEMA_DRIFT.set(int(drift is not None))
+        if drift:
+            log.warning("window %d: %s", self.state.window, drift)
+        return drift
 
     def _gate_figures(self, candidate, serving, rate: float | None) -> dict:
         """Candidate and serving model on the holdout (None where there is nothing to score)."""

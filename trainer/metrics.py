@@ -20,3 +20,7 @@ BELOW_CONSTANT = Gauge(
     "rarecvr_trainer_serving_below_constant",
     "1 when the serving version lost to a constant on the last window.",
 )
+SCHEMA_DRIFT = Gauge(
+    "rarecvr_trainer_schema_drift",
+    "1 when the stream's published feature schema differs from the model's (see the log).",
+)

@@ -20,9 +20,10 @@ from rarecvr import settings
               help="Require 'Authorization: Bearer TOKEN' on /score.")  # fmt: skip
 @click.option("--max-batch", type=int, default=1000, show_default=True)
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
-@click.option("--unknown-features", type=click.Choice(["ignore", "refuse"]), default="ignore",
+@click.option("--unknown-features", type=click.Choice(["ignore", "refuse"]), default="refuse",
               show_default=True,
-              help="What to do with features the model does not know.")  # fmt: skip
+              help="A request with a feature the version's schema does not have: refuse it "
+                   "(422, naming the feature) or ignore the feature.")  # fmt: skip
 @click.option("--switch-interval-ms", type=float, default=0.2, show_default=True,
               envvar="RARECVR_SERVE_SWITCH_INTERVAL_MS",
               help="Python's thread switch interval. Short, so a request waiting for the GIL "

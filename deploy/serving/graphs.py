@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from deploy.serving.weights import WeightsReader
 from model.export import SIGNATURE, SOFT, predictor, read_architecture
+from rarecvr.schema import FeatureSchema
 from trainer.registry import Registry
 
 
@@ -45,6 +46,11 @@ class Slot:
         signature = loaded.signatures[SIGNATURE].structured_input_signature[1]
         self.inputs = {n: ("string" if s.dtype.name == "string" else "float")
                        for n, s in signature.items()}  # fmt: skip
+        #: The version's feature schema, as its graph's inputs declare it.
+        self.schema = FeatureSchema(
+            tuple(n for n, k in self.inputs.items() if k == "string"),
+            tuple(n for n, k in self.inputs.items() if k == "float"),
+        )
         self._users = 0
         self._idle = threading.Condition()
 
@@ -84,8 +90,9 @@ class Graphs:
         """Input name -> "string" or "float"."""
         return self.slot.inputs
 
-    def features(self) -> set[str]:
-        return set(self.inputs)
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.slot.schema
 
 
 def probe(inputs: dict, rows: int = 32) -> dict:

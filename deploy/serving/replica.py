@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deploy.serving import metrics
 from deploy.serving.graphs import GraphLoader, Graphs, RefusedVersion
 from deploy.serving.routing import route
-from rarecvr.contracts import ContractError, FeatureValue, Id, ModelUpdate, decode
+from rarecvr.contracts import PEER_TAGS, ContractError, FeatureValue, Id, ModelUpdate, decode
+from rarecvr.schema import EncodingError, FeatureSchema, encode_records
 from rarecvr.topics import MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
 from trainer.registry import Registry
@@ -56,7 +57,7 @@ class ReplicaConfig:
     token: str | None = None  #: require ``Authorization: Bearer <token>`` when set
     max_batch: int = 1000
     max_body_bytes: int = 1 << 20
-    unknown_features: Literal["ignore", "refuse"] = "ignore"
+    unknown_features: Literal["ignore", "refuse"] = "refuse"
     rescan_s: float = 5.0
 
 
@@ -161,21 +162,14 @@ class Replica:
 
     def _score(self, request: ScoreRequest, graphs: Graphs) -> dict:
         candidates = [c.model_dump() for c in request.candidates]
-        known = graphs.features()
-        if self.cfg.unknown_features == "refuse":
-            for i, c in enumerate(candidates):
-                unknown = sorted(set(c["features"]) - known)
-                if unknown:
-                    field = f"candidates.{i}.features.{unknown[0]}"
-                    raise BadRequest(field, "unknown feature (this replica refuses them)")
+        inputs = self.inputs(candidates, graphs.schema, self.cfg.unknown_features)
         tasks, epochs = route(candidates, self.reader)
         pcvr = np.zeros(len(candidates))
         for task in ("hard", "soft"):
             rows = [i for i, t in enumerate(tasks) if t == task]
             if rows:
-                inputs = self.inputs([candidates[i] for i in rows], graphs)
                 graph = graphs.slot.hard if task == "hard" else graphs.slot.soft
-                pcvr[rows] = np.asarray(graph(inputs))
+                pcvr[rows] = np.asarray(graph({k: v[rows] for k, v in inputs.items()}))
                 metrics.CANDIDATES.labels(task).inc(len(rows))
         epoch = self.reader.view.max_epoch
         metrics.EPOCH.set(epoch)
@@ -184,16 +178,27 @@ class Replica:
                             for p, t, e in zip(pcvr, tasks, epochs, strict=True)]}  # fmt: skip
 
     @staticmethod
-    def inputs(candidates: list[dict], graphs: Graphs) -> dict:
+    def inputs(candidates: list[dict], schema: FeatureSchema, unknown: str = "refuse") -> dict:
+        """The graph's inputs, encoded as the trainer encodes examples; BadRequest names the
+        first value that does not fit the version's schema (and, unless ``unknown`` is
+        "ignore", the first feature the schema does not have; the peer tags, which route a new
+        setup, are always welcome)."""
+        known = {*schema.names, *PEER_TAGS}
+        if unknown == "refuse":
+            for i, c in enumerate(candidates):
+                strays = sorted(set(c["features"]) - known)
+                if strays:
+                    raise BadRequest(f"candidates.{i}.features.{strays[0]}",
+                                     f"the model (features: {', '.join(schema.names)}) has no "
+                                     "such feature; send it without, or start the replica with "
+                                     "--unknown-features ignore")  # fmt: skip
         rows = [c["features"] | {"setup_id": c["setup_id"], "advertiser_id": c["advertiser_id"]}
                 for c in candidates]  # fmt: skip
-        out = {}
-        for name, kind in graphs.inputs.items():
-            if kind == "string":
-                out[name] = np.array([str(r.get(name, "")).encode() for r in rows], dtype=object)
-            else:
-                out[name] = np.array([float(r.get(name, 0.0)) for r in rows], dtype=np.float32)
-        return out
+        try:
+            return encode_records(rows, schema)
+        except EncodingError as error:
+            row, name = error.field.split(".", 1)
+            raise BadRequest(f"candidates.{row}.features.{name}", error.problem) from None
 
 
 class BadRequest(Exception):
