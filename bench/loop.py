@@ -134,7 +134,7 @@ def main() -> None:
             ):
                 cfg = TrainerConfig(info.bootstrap, Path(tmp) / f"registry-{name}",
                                     Path(tmp) / f"state-{name}", config, window_ms, attribution_ms,
-                                    group=f"bench.loop.{name}")  # fmt: skip
+                                    group=f"bench.loop.{name}", close_idle_s=5)  # fmt: skip
                 loops[name] = run_loop(cfg, HistoryLog(history))
         finally:
             broker.stop()

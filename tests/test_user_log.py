@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deploy.kafka.broker import free_port
+from model.export import read_architecture
 from model.research_data import from_file
 from model.tasks import TaskRule
 from trainer.loop import TrainerState
@@ -156,9 +157,7 @@ def test_a_users_log_goes_replay_worker_trainer_replica_on_its_own_features(
         wait_until(lambda: len(windows()) >= 3, 600, "three live windows", procs)
         first = TrainerState.load(state_file).bootstrap
         assert first["version"] == 1, (first, trainer_log.read_text()[-3000:])
-        architecture = json.loads(
-            (registry / "v0001" / "assets.extra" / "architecture.json").read_text()
-        )
+        architecture = json.loads(read_architecture(Registry(registry).path(1)))
         assert architecture["config"]["features"]["categorical"] == [
             "setup_id", *FEATURES
         ], architecture  # fmt: skip
@@ -175,7 +174,9 @@ def test_a_users_log_goes_replay_worker_trainer_replica_on_its_own_features(
         live = [w for w in windows() if (w["progressive"] or {}).get("hard_rig") is not None]
         assert live, [(w["window"], w["hard_examples"]) for w in windows()]
         gains = [w["progressive"]["hard_rig_vs_constant"] for w in live]
-        assert np.mean(gains) > 0, gains
+        weights = [w["progressive"]["hard_examples"] for w in live]
+        assert np.average(gains, weights=weights) > 0, list(zip(gains, weights, strict=True))
+        calibration = [w["progressive"]["hard_calibration"] for w in live]
         versions = Registry(registry).versions()
     finally:
         for proc, _ in procs.values():
@@ -186,7 +187,8 @@ def test_a_users_log_goes_replay_worker_trainer_replica_on_its_own_features(
     report(
         f"user log: version 1 from a gzipped-CSV history (hard RIG over a constant "
         f"{first_gain:.4f}), {len(windows())} live windows, versions {versions}; the served "
-        f"model's progressive hard RIG over a constant {', '.join(f'{g:.4f}' for g in gains)}"
+        f"model's progressive hard RIG over a constant {', '.join(f'{g:.4f}' for g in gains)}, "
+        f"hard calibration {', '.join(f'{c:.2f}' for c in calibration)}"
     )
 
 

@@ -69,6 +69,14 @@ def registry_path(registry: Path | None) -> Path:
     "so that reading takes the CPU training leaves.",
 )
 @click.option(
+    "--close-idle-seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="A window closes without a label past its end once the topic has had nothing new "
+    "for this long (the end of a replayed log, a quiet partition).",
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=6067,
@@ -105,6 +113,7 @@ def registry_path(registry: Path | None) -> Path:
               help="History: a setup is hard when its decayed CVR is at most alpha.")  # fmt: skip
 def train(bootstrap, registry, state_dir, window_hours, attribution_days,
           max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, reader_nice,
+          close_idle_seconds,
           metrics_port, max_windows, history, history_click_time, history_conversion_time,
           history_setup, history_advertiser, history_unit, alpha, schema_file,
           schema_wait) -> None:  # fmt: skip
@@ -154,6 +163,7 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
         keep_versions=keep,
         batch=batch,
         reader_nice=reader_nice,
+        close_idle_s=close_idle_seconds,
     )  # fmt: skip
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")

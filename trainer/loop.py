@@ -56,7 +56,7 @@ from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.registry import Registry
 from trainer.window_run import WindowRun
-from trainer.windows import WindowAssembler
+from trainer.windows import QuietPartitions, WindowAssembler
 
 log = logging.getLogger("rarecvr.trainer")
 DAY_MS = 86_400_000
@@ -80,6 +80,9 @@ class TrainerConfig:
     read_ahead: int = 2  #: blocks (a partition's records of a fetch) parsed ahead of the trainer
     #: How much lower the reader thread's CPU priority is than training's (0: the same)
     reader_nice: int = 10
+    #: a window closes without an example past its end once every partition that has none has
+    #: had nothing new for this long (``trainer.windows.QuietPartitions``)
+    close_idle_s: float = 30.0
     keep_versions: int = 5
     group: str | None = None  #: consumer group (for lag only); default: prefix + "trainer"
 
@@ -205,6 +208,7 @@ class Trainer:
                            self._parse, max_batches=cfg.read_ahead,
                            nice=cfg.reader_nice).start()  # fmt: skip
         assembler = WindowAssembler(cfg.window_ms, partitions, resume_ms=self.state.resume_ms)
+        quiet = QuietPartitions(cfg.close_idle_s)
         run: WindowRun | None = None
         windows_done, last_record = 0, time.monotonic()
         metrics.STATE.labels("window").set(self.state.window)
@@ -217,13 +221,14 @@ class Trainer:
                     partition, offsets, examples = batch.block
                     times = examples.label_time(cfg.attribution_window_ms)
                     assembler.add(partition, offsets, times, examples)
+                    quiet.read(partition)
                     last_record = time.monotonic()
                 elif idle_stop_s is not None and time.monotonic() - last_record > idle_stop_s:
                     return
                 if assembler.rows >= cfg.chunk:
                     run = run or self._window_run(assembler.start_ms)
                     run.add(assembler.take())
-                while assembler.ready(batch.caught_up):
+                while assembler.ready(quiet.update(batch.caught_up, time.monotonic())):
                     run = run or self._window_run(assembler.start_ms)
                     examples, ends = assembler.close(batch.positions)
                     run.add(examples)

@@ -4,7 +4,9 @@ An example's *label time* (``Examples.label_time``) is when its label became fin
 conversion for a positive, the close of the attribution window for a negative. Window ``k``
 holds the examples whose label time falls in ``[k * size, (k + 1) * size)``. Each partition of
 the labeled-examples topic arrives in about label-time order, so the window is complete once
-every partition has shown an example past its end (or has nothing more to read). From the
+every partition has shown an example past its end (or has had nothing more to read for a while,
+``QuietPartitions``: a trainer at the head of a live topic is caught up between the worker's
+steps, and a window closed then would hold a few minutes of labels). From the
 record of that first example on, everything a partition holds belongs to later windows, so the
 window ends at an offset per partition: a restart from those offsets reads each example into
 exactly one window, trained once. (A record holds several examples: those of it before the
@@ -173,3 +175,28 @@ class WindowAssembler:
         for p, items in later.items():
             for offsets, times, rest in items:
                 self.add(p, offsets, times, rest)
+
+
+class QuietPartitions:
+    """Partitions with nothing new to read for ``after_s`` seconds running: only those may
+    close a window without an example past its end.
+
+    >>> quiet = QuietPartitions(after_s=30)
+    >>> quiet.update(caught_up={0, 1}, now=0.0), quiet.update(caught_up={0, 1}, now=31.0)
+    (set(), {0, 1})
+    >>> quiet.read(0); quiet.update(caught_up={0, 1}, now=32.0)
+    {1}
+    """
+
+    def __init__(self, after_s: float):
+        self.after_s = after_s
+        self.since: dict[int, float] = {}  #: partition -> when it was last seen caught up first
+
+    def read(self, partition: int) -> None:
+        """The partition gave examples: it is not quiet."""
+        self.since.pop(partition, None)
+
+    def update(self, caught_up: set[int], now: float) -> set[int]:
+        for p in caught_up:
+            self.since.setdefault(p, now)
+        return {p for p in caught_up if now - self.since[p] >= self.after_s}
