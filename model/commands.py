@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from rarecvr.logfile import UNIT_CHOICES
+from rarecvr import log_options
 
 
 def _csv(value: str | None) -> list[str]:
@@ -29,17 +29,8 @@ def _csv(value: str | None) -> list[str]:
 )
 @click.option("--time", "time_col", help="Event-time column; without it the split is random.")
 @click.option("--features", help="Feature columns, comma-separated (setup is added).")
-@click.option("--categorical", help="Columns to hash as categories whatever their type, "
-              "comma-separated (strings and integers already are).")  # fmt: skip
-@click.option("--numeric", help="Integer columns to model as numbers, comma-separated (floats "
-              "already are).")  # fmt: skip
-@click.option(
-    "--unit",
-    type=click.Choice(UNIT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Unit of a numeric --time column since the Unix epoch (auto: by size).",
-)
+@log_options.feature_kinds
+@log_options.time_unit
 @click.option("--columns", help="Column names of a header-less CSV, comma-separated.")
 @click.option("--alpha", type=float, default=0.01, show_default=True,
               help="A setup is hard when its historical CVR is at most alpha.")  # fmt: skip

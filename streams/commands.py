@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from rarecvr import settings
-from rarecvr.logfile import UNIT_CHOICES
+from rarecvr import log_options, settings
 from stabilizer.policy import PolicyParams
 
 POLICY = PolicyParams()
@@ -108,21 +107,11 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
               help="Column with the conversion's time; empty when there was none.")  # fmt: skip
 @click.option("--setup", required=True, help="Conversion setup column(s), comma-separated.")
 @click.option("--features", required=True, help="Feature columns, comma-separated.")
-@click.option("--categorical", default="",
-              help="Features to hash as categories whatever their type (strings and integers "
-                   "already are), comma-separated.")  # fmt: skip
-@click.option("--numeric", default="",
-              help="Integer features to model as numbers (floats already are).")  # fmt: skip
+@log_options.feature_kinds
 @click.option("--id", "id_column", help="Click id column (default: the row number).")
 @click.option("--advertiser", help="Advertiser column (default: advertiser_id if the log has "
               "one, else the setup).")  # fmt: skip
-@click.option(
-    "--unit",
-    type=click.Choice(UNIT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Unit of numeric time columns since the Unix epoch (auto: by size).",
-)
+@log_options.time_unit
 @click.option(
     "--window-days",
     type=float,
