@@ -35,6 +35,7 @@ class AssignmentReader:
         self.view = AssignmentView(params)
         self.lock = threading.Lock()
         self.malformed = 0
+        self.failures = 0  #: times the reader failed and started again
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="assignment-reader", daemon=True)
@@ -67,6 +68,18 @@ class AssignmentReader:
             return self.view.snapshot()
 
     def _run(self) -> None:
+        """Follow the topic until stopped; a failure (the broker not up yet, a lost connection)
+        is logged and the topic read again from the start (the view keeps the highest epoch of
+        each setup, so a record applied twice changes nothing)."""
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception as error:  # noqa: BLE001 - the reader must outlive any failure
+                self.failures += 1
+                log.warning("assignment reader failed (%s); reading again in 2 s", error)
+                self._stop.wait(2)
+
+    def _follow(self) -> None:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                  enable_auto_commit=False)  # fmt: skip
         try:

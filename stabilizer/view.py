@@ -43,6 +43,7 @@ class AssignmentView:
         self.book = self.params.peer_book()  #: each setup's latest evidence, by peer group
         self._cold: dict[str, str] = {}  #: cold-start answer by group, until the next record
         self.records = 0
+        self.max_epoch = 0  #: the highest epoch applied (kept, not searched for per request)
 
     def apply(self, assignment: TaskAssignment) -> bool:
         """Take one record; False when it is not newer than the assignment held."""
@@ -51,6 +52,7 @@ class AssignmentView:
         if held is not None and assignment.epoch <= held.epoch:
             return False
         self.latest[assignment.setup_id] = assignment
+        self.max_epoch = max(self.max_epoch, assignment.epoch)
         steps = self.history.setdefault(assignment.setup_id, [])
         bisect.insort(steps, (assignment.valid_from_ms, assignment.task, assignment.epoch))
         group = str(assignment.evidence.get("group", ""))
@@ -59,10 +61,6 @@ class AssignmentView:
                          float(assignment.evidence.get("conversions", 0.0)))  # fmt: skip
         self._cold.clear()  # the prior mixes in the population: every group's answer may move
         return True
-
-    @property
-    def max_epoch(self) -> int:
-        return max((a.epoch for a in self.latest.values()), default=0)
 
     def task(self, setup_id: str, group: str | None = None) -> tuple[str, int]:
         """(task, epoch) for routing now; epoch 0 marks a cold-start answer."""

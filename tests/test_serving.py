@@ -247,6 +247,15 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(replica):
     assert status == 422 and body["field"].startswith("candidates.0.features.x")
     status, body = post(port, {"candidates": []})
     assert status == 422 and body["field"] == "candidates"
+    status, body = post(port, {"candidates": 5})
+    assert status == 422 and body["field"] == "candidates"
+    status, body = post(port, None, raw=b'{"candidates": [{"setup_id": "s", "features": '
+                                        b'{"recency_days": NaN}}]}')  # fmt: skip
+    assert status == 400 and "NaN is not a JSON number" in body["error"]
+    for huge in (b"1e400", b"1" + b"0" * 400):
+        status, body = post(port, None, raw=b'{"candidates": [{"setup_id": "s", "features": '
+                                            b'{"recency_days": ' + huge + b"}}]}")  # fmt: skip
+        assert status == 422 and body["field"].startswith("candidates.0.features.recency_days")
     status, body = post(port, {"candidates": [{"setup_id": "s", "features": {"ip": 87540}}]})
     assert status == 422 and body["field"] == "candidates.0.features.ip"
     assert "no such feature" in body["error"] and "recency_days" in body["error"]

@@ -200,7 +200,11 @@ class Trainer:
         from rarecvr import settings
 
         self.reader = AssignmentReader(cfg.bootstrap).start()
-        self.reader.wait_ready(timeout=60)
+        while not self.reader.wait_ready(timeout=60):  # tasks unknown: every example "soft"
+            log.warning("waiting for the task-assignments topic to load before training")
+            if self.stop_event.is_set():
+                self.reader.stop()
+                return
         partitions = list(range(LABELED_EXAMPLES.partitions))
         start = {p: self.state.offsets.get(str(p)) for p in partitions}
         feed = ExampleFeed(cfg.bootstrap, LABELED_EXAMPLES.name, partitions,

@@ -17,7 +17,10 @@ from rarecvr import settings
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True, envvar="RARECVR_SERVE_PORT")
 @click.option("--token", envvar="RARECVR_SERVE_TOKEN",
-              help="Require 'Authorization: Bearer TOKEN' on /score.")  # fmt: skip
+              help="Require 'Authorization: Bearer TOKEN' on /score. On the command line it is "
+                   "visible in ps: prefer RARECVR_SERVE_TOKEN or --token-file.")  # fmt: skip
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read the bearer token from this file (its first line).")  # fmt: skip
 @click.option("--max-batch", type=int, default=1000, show_default=True)
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True)
 @click.option("--unknown-features", type=click.Choice(["ignore", "refuse"]), default="refuse",
@@ -28,7 +31,7 @@ from rarecvr import settings
               envvar="RARECVR_SERVE_SWITCH_INTERVAL_MS",
               help="Python's thread switch interval. Short, so a request waiting for the GIL "
                    "is not held up while a new version loads in the background.")  # fmt: skip
-def serve(bootstrap, registry, host, port, token, max_batch, max_body_bytes,
+def serve(bootstrap, registry, host, port, token, token_file, max_batch, max_body_bytes,
           unknown_features, switch_interval_ms) -> None:  # fmt: skip
     """Serve pCVR: POST /score routes each candidate to the hard-only or soft graph by its
     setup's task, and swaps in new model versions without dropping a request.
@@ -47,6 +50,10 @@ def serve(bootstrap, registry, host, port, token, max_batch, max_body_bytes,
     from deploy.serving.replica import Replica, ReplicaConfig, create_app
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if token_file is not None:
+        token = token_file.read_text().splitlines()[0].strip() if token_file.stat().st_size else ""
+        if not token:
+            raise click.BadParameter(f"{token_file} is empty", param_hint="--token-file")
     cfg = ReplicaConfig(bootstrap=settings.bootstrap(bootstrap),
                         registry=registry or settings.home() / "registry", token=token,
                         max_batch=max_batch, max_body_bytes=max_body_bytes,

@@ -10,11 +10,14 @@ Versions only move forward, except to a pinned version (pin, rollback).
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,7 @@ class ReplicaConfig:
     max_body_bytes: int = 1 << 20
     unknown_features: Literal["ignore", "refuse"] = "refuse"
     rescan_s: float = 5.0
+    scoring_threads: int = 2  #: requests scored at once, off the event loop
 
 
 class Replica:
@@ -72,6 +76,7 @@ class Replica:
         self._refused: tuple[int, str] | None = None  #: logged once, not on every rescan
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="model-follower", daemon=True)
+        self.follower_alive_at = time.monotonic()  #: when the follower last polled
 
     # -- keeping current ----------------------------------------------------------------------
     def start(self) -> Replica:
@@ -120,9 +125,20 @@ class Replica:
         log.warning("serving version %d (was %s; %s load)", graphs.version, current, graphs.load)
 
     def _follow(self) -> None:
+        """Follow the registry until stopped; any failure (the broker away, an unreadable
+        registry, a graph that raises) is logged and counted, and following starts again."""
         # Checksums and weight reads run only when no request needs the CPU (Linux SCHED_IDLE,
         # per thread). Under a load that leaves no idle CPU they wait: add replicas.
         os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+        while not self._stop.is_set():
+            try:
+                self._follow_once()
+            except Exception as error:  # noqa: BLE001 - the follower must outlive any failure
+                metrics.FOLLOWER_ERRORS.inc()
+                log.exception("the model follower failed (%s); following again in 5 s", error)
+                self._stop.wait(5)
+
+    def _follow_once(self) -> None:
         consumer = KafkaConsumer(bootstrap_servers=self.cfg.bootstrap, group_id=None,
                                  enable_auto_commit=False)  # fmt: skip
         tp = TopicPartition(MODEL_UPDATES.name, 0)
@@ -140,6 +156,7 @@ class Replica:
                 if time.monotonic() - last_scan > self.cfg.rescan_s:
                     self.refresh()
                     last_scan = time.monotonic()
+                self.follower_alive_at = time.monotonic()
         finally:
             consumer.close()
 
@@ -171,6 +188,8 @@ class Replica:
                 graph = graphs.slot.hard if task == "hard" else graphs.slot.soft
                 pcvr[rows] = np.asarray(graph({k: v[rows] for k, v in inputs.items()}))
                 metrics.CANDIDATES.labels(task).inc(len(rows))
+        if not np.isfinite(pcvr).all():
+            raise ModelFault(f"version {graphs.version} gave a non-finite score")
         epoch = self.reader.view.max_epoch
         metrics.EPOCH.set(epoch)
         return {"model_version": graphs.version, "assignment_epoch": epoch,
@@ -201,6 +220,10 @@ class Replica:
             raise BadRequest(f"candidates.{row}.features.{name}", error.problem) from None
 
 
+class ModelFault(Exception):
+    """The serving version answered something no client should get (never a client's fault)."""
+
+
 class BadRequest(Exception):
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field}: {problem}")
@@ -213,13 +236,21 @@ def error(status: int, message: str, field: str | None = None) -> web.Response:
     return web.json_response(body, status=status)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def create_app(replica: Replica) -> web.Application:
     cfg = replica.cfg
     app = web.Application(client_max_size=cfg.max_body_bytes)
 
+    expected = f"Bearer {cfg.token}".encode() if cfg.token else None
+    scoring = ThreadPoolExecutor(max_workers=cfg.scoring_threads, thread_name_prefix="score")
+
     async def score(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        if cfg.token and request.headers.get("Authorization") != f"Bearer {cfg.token}":
+        given = request.headers.get("Authorization", "").encode()
+        if expected and not hmac.compare_digest(given, expected):
             return error(401, "missing or wrong bearer token")
         if not replica.ready:
             return error(503, "not ready: no model or assignments loaded yet")
@@ -228,21 +259,27 @@ def create_app(replica: Replica) -> web.Application:
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"request body over {cfg.max_body_bytes} bytes")
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_no_constant)
         except ValueError as exc:
             return error(400, f"body is not JSON: {exc}")
-        if isinstance(body, dict) and len(body.get("candidates") or []) > cfg.max_batch:
+        candidates = body.get("candidates") if isinstance(body, dict) else None
+        if isinstance(candidates, list) and len(candidates) > cfg.max_batch:
             return error(413, f"more than {cfg.max_batch} candidates in one request",
                          "candidates")  # fmt: skip
         try:
             parsed = ScoreRequest.model_validate(body)
-            result = replica.score(parsed)
+            # Off the event loop: health checks and other requests are answered meanwhile.
+            result = await asyncio.get_running_loop().run_in_executor(scoring, replica.score,
+                                                                      parsed)  # fmt: skip
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
             return error(422, f"{field}: {first['msg']}", field)
         except BadRequest as exc:
             return error(422, str(exc), exc.field)
+        except Exception as exc:  # noqa: BLE001 - answered, counted and logged, never a crash
+            log.exception("scoring failed")
+            return error(500, f"internal error while scoring: {type(exc).__name__}: {exc}")
         metrics.REQUESTS.labels("200").inc()
         metrics.LATENCY.observe(time.perf_counter() - started)
         return web.json_response(result)
@@ -252,9 +289,11 @@ def create_app(replica: Replica) -> web.Application:
 
     async def readyz(request):  # noqa: ARG001
         graphs = replica.graphs
+        polled = round(time.monotonic() - replica.follower_alive_at, 1)
         body = {"ready": replica.ready, "model_version": graphs.version if graphs else None,
                 "assignments_loaded": replica.reader.ready,
-                "assignment_epoch": replica.reader.view.max_epoch}  # fmt: skip
+                "assignment_epoch": replica.reader.view.max_epoch,
+                "model_follower_polled_s_ago": polled}  # fmt: skip
         return web.json_response(body, status=200 if replica.ready else 503)
 
     async def metrics_view(request):  # noqa: ARG001
