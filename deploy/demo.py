@@ -318,8 +318,8 @@ def trainer_history(home: Path) -> list[dict]:
 
 def sample(worker: str, home: Path, loadgen: LoadGenerator | None, traffic: Traffic) -> dict:
     metrics = scrape(f"{worker}/metrics")
-    assignments = get_json(f"{worker}/assignments") or {}
-    tasks = [a["task"] for a in assignments.values()]
+    page = get_json(f"{worker}/assignments?limit=10000") or {}
+    tasks = [a["task"] for a in page.get("assignments", {}).values()]
     history = trainer_history(home)
     load = loadgen.summary(last_s=10) if loadgen else {}
     return {

@@ -50,6 +50,12 @@ class ContractError(ValueError):
         """A short, stable label for counting dead letters: ``event.field``."""
         return f"{self.event}.{self.field}" if self.field else f"{self.event}.<event>"
 
+    @property
+    def metric_label(self) -> str:
+        """The reason cut to its event and top-level field (``click.features``), so that a
+        metric labelled by it stays bounded whatever feature names events carry."""
+        return self.reason.split(".", 2)[0] + "." + self.reason.split(".", 2)[1]
+
 
 class Event(BaseModel):
     """Base of every contract: strict, immutable, no unknown fields."""

@@ -110,7 +110,17 @@ def attach(app, params: PolicyParams, cvr_params: cvr.CvrParams) -> Stabilizer:
         stabilizer.stale = True
 
     @app.page("/assignments")
-    async def assignments_view(web, request):  # noqa: ARG001
-        return web.json({key: value for key, value in assignments.items()})
+    async def assignments_view(web, request):
+        """A page of assignments in setup-id order: ``?after=SETUP&limit=N`` (at most 10,000;
+        default 1,000); ``next`` is the ``after`` of the next page, null on the last."""
+        try:
+            limit = min(int(request.query.get("limit", 1000)), 10_000)
+        except ValueError:
+            return web.json({"error": "limit must be an integer"}, status=400)
+        after = request.query.get("after", "")
+        keys = sorted(k for k in assignments if k > after)
+        page = {key: assignments[key] for key in keys[: max(limit, 1)]}
+        more = len(keys) > len(page)
+        return web.json({"assignments": page, "next": max(page) if more else None})
 
     return stabilizer

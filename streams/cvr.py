@@ -44,6 +44,26 @@ def empty() -> dict:
             "applied": {}}  # fmt: skip
 
 
+def check(delta) -> None:
+    """ValueError unless ``delta`` is one that ``apply`` can take.
+
+    >>> check({"kind": "click", "ts_ms": 5, "source": "clicks:0:click", "offset": 3})
+    >>> check({"kind": "view", "ts_ms": 5, "source": "s", "offset": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: a CVR delta needs kind click or conversion, got 'view'
+    """
+    if not isinstance(delta, dict):
+        raise ValueError(f"a CVR delta is an object, got {delta!r:.80}")
+    if delta.get("kind") not in ("click", "conversion"):
+        raise ValueError(f"a CVR delta needs kind click or conversion, got {delta.get('kind')!r}")
+    wanted = {"ts_ms": int, "offset": int, "source": str, "delay_ms": int}
+    for name, kind in wanted.items():
+        value = delta.get(name, 0) if name == "delay_ms" else delta.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"a CVR delta needs {name} as {kind.__name__}, got {value!r}")
+
+
 def apply(state: dict | None, delta: dict, params: CvrParams) -> tuple[dict, bool]:
     """Apply one delta ``{kind, ts_ms, delay_ms, source, offset}``; returns (state, applied)."""
     state = state if state is not None else empty()

@@ -23,6 +23,9 @@ WATERMARK_DELAY = Gauge(
 )
 PENDING = Gauge("rarecvr_stream_pending_states", "Click states awaiting a label or expiry.",
                 ["partition"])  # fmt: skip
-SETUPS = Gauge("rarecvr_stream_setups", "Setups with CVR state on this worker.")
+SETUPS = Counter(
+    "rarecvr_stream_new_setups_total",
+    "Setups given CVR state by this worker since it started (counted, not scanned per scrape).",
+)
 LAG = Gauge("rarecvr_stream_consumer_lag", "Records not yet consumed, by topic and partition.",
             ["topic", "partition"])  # fmt: skip

@@ -320,7 +320,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                             offset=message.offset, reason=error.reason, detail=str(error),
                             raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
         dead.send_soon(key=message.key, value=encode(letter))
-        metrics.DEAD_LETTERS.labels(error.reason).inc()
+        metrics.DEAD_LETTERS.labels(error.metric_label).inc()
 
     def attribute_one(stream, step: Step, event, moved: dict) -> str | None:
         """Apply one event to the step; its kind, or None for a dead letter."""
@@ -369,11 +369,21 @@ def create_app(cfg: WorkerConfig) -> faust.App:
 
     @app.agent(deltas, name="count")
     async def count(stream):
-        async for value in stream:
-            message = orjson.loads(value)
-            setup = message["setup_id"]
-            entries = message["deltas"] if message.get("v") == 2 else [message]  # v1: one delta
-            state, applied = setups.get(setup), []
+        async for event in stream.events():
+            try:
+                message = orjson.loads(event.value)
+                setup = message["setup_id"]
+                entries = message["deltas"] if message.get("v") == 2 else [message]  # v1: one
+                state, applied = setups.get(setup), []
+                for delta in entries:
+                    cvr.check(delta)  # every delta, before any is applied
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                # A poisoned record of the internal topic is set aside, not retried forever.
+                problem = ContractError("cvr_delta", "", f"unreadable ({error!r})")
+                dead_letter(event.message, event.value, problem)
+                continue
+            if state is None:
+                metrics.SETUPS.inc()
             for delta in entries:
                 state, fresh = cvr.apply(state, delta, params)
                 if fresh:
@@ -396,7 +406,6 @@ def create_app(cfg: WorkerConfig) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_view(web, request):  # noqa: ARG001
-        metrics.SETUPS.set(len(setups))
         for tp in app.consumer.assignment():
             position = await app.consumer.position(tp)
             highwater = app.consumer.highwater(tp)
