@@ -7,6 +7,7 @@ import json
 import signal
 import time
 import urllib.request
+from urllib.parse import quote
 
 import pytest
 
@@ -22,7 +23,7 @@ def worker_view(workers: Workers, name: str) -> dict:
     url = f"http://127.0.0.1:{workers.ports[name]}/assignments?limit=2"
     view, after = {}, ""
     while after is not None:  # page by page, two at a time
-        with urllib.request.urlopen(f"{url}&after={after}", timeout=10) as r:
+        with urllib.request.urlopen(f"{url}&after={quote(after)}", timeout=10) as r:
             page = json.loads(r.read())
         assert len(page["assignments"]) <= 2
         view |= page["assignments"]
