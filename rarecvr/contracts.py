@@ -34,7 +34,9 @@ Id = Annotated[str, Field(min_length=1, max_length=256)]
 #: Event time in milliseconds since the Unix epoch (UTC).
 TimestampMs = Annotated[int, Field(ge=0, lt=10**14)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-FeatureValue = StrictStr | StrictInt | StrictFloat
+#: A feature's value; a float must be finite (NaN and Infinity are not JSON, and a model cannot
+#: learn from them), so a click carrying one is a dead letter at the edge.
+FeatureValue = StrictStr | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 Task = Literal["hard", "soft"]
 
 

@@ -82,6 +82,8 @@ VALID_CLICK = (
         (VALID_CLICK.replace(b'"setup_id":"s1"', b'"setup_id":""'), "setup_id", "at least 1"),
         (VALID_CLICK.replace(b'"v":1', b'"v":2'), "v", "Input should be 1"),
         (VALID_CLICK.replace(b"{}", b'{"x":[1]}'), "features.x", "valid string"),
+        (VALID_CLICK.replace(b"{}", b'{"x":NaN}'), "features.x", "finite number"),
+        (VALID_CLICK.replace(b"{}", b'{"x":Infinity}'), "features.x", "finite number"),
         (VALID_CLICK.replace(b"}}", b'},"extra":1}'), "extra", "Extra inputs"),
     ],
 )
@@ -92,6 +94,7 @@ def test_malformed_click_raises_error_naming_the_field(raw, field, problem):
     assert caught.value.field == field
     assert problem in caught.value.problem
     assert caught.value.reason == (f"click.{field}" if field else "click.<event>")
+    assert caught.value.metric_label == "click." + (field.split(".")[0] if field else "<event>")
 
 
 def test_union_feature_error_lists_every_accepted_type():
