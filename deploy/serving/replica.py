@@ -260,8 +260,10 @@ def create_app(replica: Replica) -> web.Application:
             return error(413, f"request body over {cfg.max_body_bytes} bytes")
         try:
             body = json.loads(raw, parse_constant=_no_constant)
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeDecodeError too
             return error(400, f"body is not JSON: {exc}")
+        except RecursionError:
+            return error(400, "body is not JSON this replica reads: nested too deeply")
         candidates = body.get("candidates") if isinstance(body, dict) else None
         if isinstance(candidates, list) and len(candidates) > cfg.max_batch:
             return error(413, f"more than {cfg.max_batch} candidates in one request",
