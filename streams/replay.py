@@ -8,7 +8,7 @@ timestamps). The log's feature schema is published first (``rarecvr.schema_topic
 >>> log = pa.table({"t": [20, 10], "conv_t": [None, 15], "setup": ["s1", "s2"],
 ...                 "device": ["ios", "web"]})
 >>> [(r.topic.split(".")[-1], r.ts_ms) for r in log_records(log, "t", "conv_t", ["setup"],
-...                                                          ["device"])]
+...                                                          ["device"], unit="ms")]
 [('clicks', 10), ('conversions', 15), ('clicks', 20)]
 """
 

@@ -295,12 +295,15 @@ def test_a_history_log_is_labeled_by_the_attribution_window_and_names_missing_co
                     "device": ["ios", "web", "ios", "web"],
                     "conversion_ts_ms": [None, 150, 900, None]})  # fmt: skip
     pq.write_table(log, tmp_path / "log.parquet")
-    data = history.load(HistoryLog(tmp_path / "log.parquet"), tiny, attribution_window_ms=100,
-                        rule=history.stream_rule(), tail_share=0.25)  # fmt: skip
+    # times in ms since an origin near 0: named, as auto would read numbers this small as seconds
+    data = history.load(HistoryLog(tmp_path / "log.parquet", unit="ms"), tiny,
+                        attribution_window_ms=100, rule=history.stream_rule(),
+                        tail_share=0.25)  # fmt: skip
     # sorted by click time; 150 is within 100 ms of its click, 900 is not
     assert data.inputs["device"].tolist() == [b"web", b"ios", b"ios", b"web"]
     assert data.labels.tolist() == [1.0, 0.0, 0.0, 0.0]
     assert data.cut == 3 and data.end_ms == 400
     pq.write_table(log.drop(["device"]), tmp_path / "bad.parquet")
     with pytest.raises(KeyError, match=r"no column\(s\) \['device'\]"):
-        history.load(HistoryLog(tmp_path / "bad.parquet"), tiny, 100, history.stream_rule(), 0.2)
+        history.load(HistoryLog(tmp_path / "bad.parquet", unit="ms"), tiny, 100,
+                     history.stream_rule(), 0.2)  # fmt: skip
