@@ -239,6 +239,7 @@ class Trainer:
                     self.finish_window(run, {str(p): o for p, o in ends.items()})
                     feed.commit(ends)
                     run, windows_done = None, windows_done + 1
+                    last_record = time.monotonic()  # time spent closing a window is not idle
                     if max_windows is not None and windows_done >= max_windows:
                         return
                 metrics.BUFFERED.set(assembler.rows)
