@@ -134,7 +134,7 @@ def replay(data, click_time, conversion_time, setup, features, categorical, nume
     from rarecvr.produce import produce
     from rarecvr.schema import FeatureSchema, infer
     from rarecvr.schema_topic import publish_schema
-    from streams.replay import describe_times, log_records, log_span_days
+    from streams.replay import describe_times, log_records, log_span_days, window_warning
 
     def names(value: str) -> list[str]:
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -154,13 +154,10 @@ def replay(data, click_time, conversion_time, setup, features, categorical, nume
     click.echo(f"features: {schema.summary()}")
     for note in notes:
         click.echo(f"  {note}")
-    span = log_span_days(records)
     click.echo(f"clicks: {describe_times(records)}")
-    if span < window_days:
-        click.echo(f"warning: the log spans {span:.1f} days, less than the {window_days:g}-day "
-                   "attribution window: no click's window closes within it, so the worker "
-                   "labels no negatives. Run the worker (and pass here) a shorter "
-                   "--window-days.", err=True)  # fmt: skip
+    warning = window_warning(log_span_days(records), window_days)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     publish_schema(address, schema, str(data))
     counts = produce(address, records, speed=speed)
     sent = ", ".join(f"{n} to {topic}" for (topic, _), n in sorted(counts.items()))

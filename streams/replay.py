@@ -87,3 +87,20 @@ def describe_times(records: list[Record]) -> str:
     first, last = (datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M")
                    for t in (min(clicks), max(clicks)))  # fmt: skip
     return f"{len(clicks)} from {first} to {last} UTC ({log_span_days(records):.1f} days)"
+
+
+def window_warning(span_days: float, window_days: float) -> str | None:
+    """What goes wrong when a log is shorter than the attribution window, or None.
+
+    >>> window_warning(3.0, 7.0)[:60]
+    'the log spans 3.0 days, less than the 7-day attribution wind'
+    >>> window_warning(3.0, 1.0) is None
+    True
+    """
+    if span_days >= window_days:
+        return None
+    return (
+        f"the log spans {span_days:.1f} days, less than the {window_days:g}-day attribution "
+        "window: no click's window closes within it, so the worker labels no negatives. Run the "
+        "worker (and pass here) a shorter --window-days."
+    )
