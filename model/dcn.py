@@ -39,6 +39,8 @@ class ModelConfig:
     tasks: tuple[str, ...] = TASKS
     loss_weights: tuple[float, ...] = (0.5, 0.5)
     learning_rate: float = 1e-3
+    l2: float = 0.0  #: L2 on the weights an example uses: its embedding rows and the kernels
+    linear: bool = False  #: a hashed logistic regression (``LinearLogit``) instead of MLP towers
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -103,24 +105,51 @@ class Trunk(keras.layers.Layer):
     def numeric_matrix(self, inputs: dict) -> tf.Tensor:
         return tf.stack([tf.cast(inputs[n], tf.float32) for n in self.numeric], axis=1)
 
-    def call(self, inputs: dict) -> tf.Tensor:
-        parts = [
+    def call(self, inputs: dict, with_embeddings: bool = False):
+        """``h``, and with ``with_embeddings`` the embedding rows each example looked up."""
+        looked_up = [
             embed(hasher(inputs[name]))
             for name, hasher, embed in zip(
                 self.categorical, self.hashers, self.embeddings, strict=True
             )
         ]
+        parts = list(looked_up)
         if self.normalizer is not None:
             parts.append(self.normalizer(self.numeric_matrix(inputs)))
         x0 = tf.concat(parts, axis=1)
         h = x0
         for cross in self.crosses:
             h = cross(x0, h)
-        return h
+        return (h, looked_up) if with_embeddings else h
+
+
+class LinearLogit(keras.layers.Layer):
+    """The logit of a hashed logistic regression over a trunk with embeddings of size 1 and no
+    crosses: the sum of each categorical value's weight (its embedding), plus a linear term of
+    the normalised numerics and a bias. No product of weights, so L2 is plain L2."""
+
+    def __init__(self, categorical: int, numeric: int, **kwargs):
+        super().__init__(**kwargs)
+        self.categorical = categorical
+        self.kernel = self.add_weight(shape=(numeric, 1), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(shape=(1,), initializer="zeros", name="bias")
+
+    def call(self, h: tf.Tensor) -> tf.Tensor:
+        values = tf.reduce_sum(h[:, : self.categorical], axis=1, keepdims=True)
+        numeric = tf.reduce_sum(h[:, self.categorical :] * self.kernel[:, 0], axis=1, keepdims=True)
+        return values + numeric + self.bias
 
 
 def tower(config: ModelConfig, task: str) -> keras.Sequential:
-    """One task's head: an MLP ending in a single logit."""
+    """One task's head: an MLP ending in a single logit (a linear logit for ``linear``)."""
+    if config.linear:
+        if config.embedding_dim != 1 or config.shared_layers or config.tower_units:
+            raise ValueError("a linear model has embeddings of size 1, no crosses, no layers")
+        return keras.Sequential(
+            [LinearLogit(len(config.features.categorical), len(config.features.numeric),
+                         name=f"{task}_logit")],  # fmt: skip
+            name=f"tower_{task}",
+        )
     layers = [keras.layers.Dense(u, activation="relu", name=f"{task}_dense_{i}")
               for i, u in enumerate(config.tower_units)]  # fmt: skip
     return keras.Sequential(
@@ -156,18 +185,28 @@ class MultiTaskDCN(keras.Model):
         lookup = {name: i for i, name in enumerate(self.config.tasks)}
         return tf.constant([lookup[t] for t in task_names], tf.int32)
 
+    def l2_penalty(self, looked_up: list[tf.Tensor]) -> tf.Tensor:
+        """The squared weights a batch uses: each example's embedding rows (averaged over the
+        batch: only rows in use pay, so the gradient stays sparse, as with FTRL's per-coordinate
+        L2) plus the towers' and cross layers' kernels."""
+        rows = sum(tf.reduce_mean(tf.reduce_sum(tf.square(e), axis=1)) for e in looked_up)
+        kernels = [v for v in self.trainable_variables if "kernel" in v.path]
+        return rows + sum(tf.reduce_sum(tf.square(k)) for k in kernels)
+
     def train_step(self, data):
         inputs, targets = data
         labels = tf.cast(targets["label"], tf.float32)
         task = tf.cast(targets["task"], tf.int32)
         rows = [tf.where(task == k)[:, 0] for k in range(len(self.towers))]
         with tf.GradientTape() as tape:
-            h = self.trunk(inputs, training=True)
+            h, looked_up = self.trunk(inputs, training=True, with_embeddings=True)
             logits = [
                 t(tf.gather(h, r), training=True)[:, 0] if w > 0 else None
                 for t, r, w in zip(self.towers, rows, self.config.loss_weights, strict=True)
             ]
             loss = multitask_loss(labels, logits, rows, self.config.loss_weights)
+            if self.config.l2:
+                loss += self.config.l2 * self.l2_penalty(looked_up)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]

@@ -115,6 +115,41 @@ def test_training_lowers_the_loss():
     assert last < first
 
 
+def linear(**overrides):
+    shape = {"embedding_dim": 1, "shared_layers": 0, "tower_units": (), "tasks": ("all",),
+             "loss_weights": (1.0,), "linear": True}  # fmt: skip
+    return small(**(shape | overrides))
+
+
+def test_a_linear_model_is_a_logistic_regression_on_its_weights():
+    inputs, labels, task = batch()
+    model = build(linear(), inputs)
+    train_once(model, inputs, labels, task)
+    setup, device = (model.trunk.embeddings[i](model.trunk.hashers[i](inputs[n]))[:, 0]
+                     for i, n in enumerate(("setup_id", "device")))  # fmt: skip
+    weights = model.towers[0].layers[0]
+    recency = model.trunk.normalizer(model.trunk.numeric_matrix(inputs))[:, 0]
+    logit = setup + device + weights.kernel[0, 0] * recency + weights.bias[0]
+    np.testing.assert_allclose(model(inputs)["all"], tf.sigmoid(logit), rtol=1e-5)
+
+
+def test_a_linear_model_with_hidden_layers_is_refused():
+    with pytest.raises(ValueError, match="linear model"):
+        build(linear(tower_units=(4,)), batch()[0])
+
+
+def test_l2_shrinks_the_weights_the_examples_use():
+    inputs, labels, task = batch(2048)
+    norms = {}
+    for l2 in (0.0, 0.05):
+        model = build(small(l2=l2, learning_rate=0.05), inputs)
+        for _ in range(40):
+            train_once(model, inputs, labels, task)
+        _, looked_up = model.trunk(inputs, with_embeddings=True)
+        norms[l2] = sum(float(tf.reduce_mean(tf.reduce_sum(tf.square(e), 1))) for e in looked_up)
+    assert norms[0.05] < 0.5 * norms[0.0], norms
+
+
 def test_sparse_adam_moves_only_the_rows_in_the_batch():
     table = keras.Variable(np.ones((6, 2), np.float32))
     dense_twin = keras.Variable(np.ones((6, 2), np.float32))
