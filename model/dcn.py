@@ -146,8 +146,13 @@ def tower(config: ModelConfig, task: str) -> keras.Sequential:
         if config.embedding_dim != 1 or config.shared_layers or config.tower_units:
             raise ValueError("a linear model has embeddings of size 1, no crosses, no layers")
         return keras.Sequential(
-            [LinearLogit(len(config.features.categorical), len(config.features.numeric),
-                         name=f"{task}_logit")],  # fmt: skip
+            [
+                LinearLogit(
+                    len(config.features.categorical),
+                    len(config.features.numeric),
+                    name=f"{task}_logit",
+                )
+            ],
             name=f"tower_{task}",
         )
     layers = [keras.layers.Dense(u, activation="relu", name=f"{task}_dense_{i}")

@@ -45,7 +45,8 @@ def registry_path(registry: Path | None) -> Path:
     type=float,
     default=0.01,
     show_default=True,
-    help="Gate: the candidate's hard RIG may trail the serving model's by this much.",
+    help="Gate: the candidate must be shown (95%, paired on the holdout) to trail the serving "
+    "model's hard RIG by less than this.",
 )
 @click.option(
     "--calibration",

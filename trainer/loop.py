@@ -51,7 +51,7 @@ from trainer.examples import Examples, parse
 from trainer.features import drift_message
 from trainer.feed import ExampleFeed
 from trainer.files import atomic_write
-from trainer.gate import GateParams, implausible, judge, score_hard, vs_constant
+from trainer.gate import GateParams, implausible, judge, score_hard, vs_constant, vs_serving
 from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.registry import Registry
@@ -361,13 +361,18 @@ class Trainer:
             return {"candidate": None, "serving": None, "examples": len(self.holdout)}
         labels, gate = self.holdout.labels, self.cfg.gate
 
-        def figures(model):
-            hard = predict_tasks(model, self.holdout.inputs)["hard"]
-            return score_hard(labels, hard, rate, gate)
+        def hard(model):
+            return predict_tasks(model, self.holdout.inputs)["hard"]
 
-        return {"candidate": figures(candidate),
-                "serving": None if serving is None else figures(serving),
-                "examples": len(self.holdout)}  # fmt: skip
+        mine = hard(candidate)
+        figures = {"candidate": score_hard(labels, mine, rate, gate), "serving": None,
+                   "examples": len(self.holdout)}  # fmt: skip
+        if serving is not None:
+            theirs = hard(serving)
+            figures["serving"] = score_hard(labels, theirs, rate, gate)
+            paired = vs_serving(labels, np.nan_to_num(mine, nan=0.5), theirs, gate.floor_z)
+            figures["candidate"] |= {f"hard_{k}": v for k, v in paired.items()}
+        return figures
 
     def _start_models(self, inputs, labels, hard):
         """The window's candidate, warm-started, and the serving model (restored after a
@@ -433,6 +438,9 @@ def _below_constant(progressive: dict | None) -> bool:
 def _brief(m: dict | None) -> str:
     if not m:
         return "-"
-    rig = m.get("hard_rig")
-    return (f"hard: {m['hard_expected']:.1f} conversions expected, {m['hard_positives']} seen, "
+    rig, paired = m.get("hard_rig"), m.get("hard_rig_vs_serving")
+    text = (f"hard: {m['hard_expected']:.1f} conversions expected, {m['hard_positives']} seen, "
             f"RIG {'-' if rig is None else f'{rig:.4f}'}")  # fmt: skip
+    if paired is not None:
+        text += f", {paired:+.4f} vs serving (low {m['hard_rig_vs_serving_low']:+.4f})"
+    return text
