@@ -98,7 +98,7 @@ def test_history_publishes_version_1_and_windows_warm_start_from_it_above_a_cons
     assert_windows_tile(history)
     registry = Registry(tmp_path / "registry")
     published = [h for h in history if h["version"]]
-    assert len(published) >= 2
+    assert len(published) >= 2, [(h["rejected"], h["holdout"]["candidate"]) for h in history]
     assert registry.versions() == [1, *[h["version"] for h in published]][-registry.keep :]
     # every window was scored by a served version before training on it (version 1 first)
     assert all(h["progressive"] is not None for h in history)
@@ -241,6 +241,19 @@ def test_model_commands_pin_roll_back_and_announce_on_the_topic(kafka, monkeypat
     assert runner.invoke(main, ["model", "unpin", *args]).exit_code == 0
     events = [json.loads(r.value) for r in read_topic(kafka.bootstrap, MODEL_UPDATES)]
     assert [(e["action"], e["version"]) for e in events] == [("rollback", 2), ("unpin", 3)]
+
+
+def test_examples_clicked_before_the_history_logs_end_train_no_window(tmp_path):
+    trainer = Trainer(config("127.0.0.1:9", tmp_path))
+    examples = Examples(
+        {"device": np.array([b"a", b"b", b"c"])},
+        {"click_ts_ms": np.array([90, 100, 101]), "label": np.zeros(3)},
+    )
+    offsets = np.array([7, 7, 8])
+    assert trainer.after_history(offsets, examples)[0].tolist() == [7, 7, 8]  # no history
+    trainer.state.bootstrap = {"end_ms": 100}  # the history's last click
+    offsets, kept = trainer.after_history(offsets, examples)
+    assert offsets.tolist() == [8] and kept.inputs["device"].tolist() == [b"c"]
 
 
 def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before_training():

@@ -223,6 +223,7 @@ class Trainer:
                     continue
                 if batch.block is not None:
                     partition, offsets, examples = batch.block
+                    offsets, examples = self.after_history(offsets, examples)
                     times = examples.label_time(cfg.attribution_window_ms)
                     assembler.add(partition, offsets, times, examples)
                     quiet.read(partition)
@@ -266,6 +267,19 @@ class Trainer:
             self.producer.send(DEAD_LETTERS.name, value=encode(letter))
             metrics.MALFORMED.inc()
         return examples, offsets
+
+    def after_history(self, offsets: np.ndarray, examples: Examples):
+        """The examples clicked after the history log's last click: the earlier ones are the
+        history itself (a stream replayed from the log's start, as ``rarecvr demo`` does), which
+        version 1 trained on and whose tail is in the gate's holdout."""
+        end_ms = (self.state.bootstrap or {}).get("end_ms")
+        if end_ms is None:
+            return offsets, examples
+        rows = np.flatnonzero(examples.meta["click_ts_ms"] > end_ms)
+        if rows.size == len(examples):
+            return offsets, examples
+        metrics.HISTORY_SKIPPED.inc(len(examples) - rows.size)
+        return offsets[rows], examples.take(rows)
 
     # -- one window -------------------------------------------------------------------------
     def tasks_of(self, examples: Examples) -> np.ndarray:

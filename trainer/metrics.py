@@ -24,3 +24,7 @@ SCHEMA_DRIFT = Gauge(
     "rarecvr_trainer_schema_drift",
     "1 when the stream's published feature schema differs from the model's (see the log).",
 )
+HISTORY_SKIPPED = Counter(
+    "rarecvr_trainer_history_examples_skipped_total",
+    "Examples clicked before the history log's end, which version 1 already covers.",
+)
