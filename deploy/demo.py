@@ -4,11 +4,9 @@ It starts the local broker (state in ``$RARECVR_HOME/demo``), then each stage as
 as in production: ``rarecvr worker`` (streams and stabilizer), ``rarecvr train`` and
 ``rarecvr serve``; in this process, the simulator produces traffic with event time compressed
 (``--speed``) and a load generator scores batches of candidates against the replica. Before the
-live traffic, the simulated history (``--history-days`` of the same marketplace) goes through
-the stream at full speed, so the worker's CVR state and the stabilizer's tasks start from it, and
-the trainer fits version 1 on the same history (written as a Parquet click log and given to
-``rarecvr train --history``, which skips the history's examples on the topic), as a model is
-trained on past logs before it goes online. A live
+live traffic, the trainer fits version 1 on a simulated history (``--history-days`` of the same
+marketplace, written as a Parquet click log and given to ``rarecvr train --history``), as a
+model is trained on past logs before it goes online. A live
 table shows events in, labels out, hard/soft setups, model versions, the replica's version and
 its latency. At the end (``--minutes``, or Ctrl-C) every process is stopped cleanly and an HTML
 report with plots is written. Run it again to resume from the stored state and registry;
@@ -81,8 +79,7 @@ class Traffic(threading.Thread):
     def __init__(self, bootstrap: str, cfg: SimConfig, speed: float, state: Path, from_ms: int):
         super().__init__(name="traffic", daemon=True)
         self.bootstrap, self.cfg, self.speed, self.state = bootstrap, cfg, speed, state
-        self.from_ms = from_ms  #: events before it are the history: sent first, at full speed
-        self.history_done = False
+        self.from_ms = from_ms  #: events before it are the history, not sent
         self.sent = json.loads(state.read_text())["sent"] if state.exists() else 0
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -95,21 +92,10 @@ class Traffic(threading.Thread):
             if self.stop_event.is_set():
                 raise Stopped
 
-        records = itertools.islice(event_stream(Marketplace(self.cfg)), self.sent, None)
-        first_live: list = []
-
-        def history():
-            for record in records:
-                if record.ts_ms >= self.from_ms:
-                    first_live.append(record)
-                    return
-                yield record
-
+        live = (r for r in event_stream(Marketplace(self.cfg)) if r.ts_ms >= self.from_ms)
+        records = itertools.islice(live, self.sent, None)
         try:
-            produce(self.bootstrap, history(), progress=tick)
-            self.history_done = True
-            produce(self.bootstrap, itertools.chain(first_live, records), speed=self.speed,
-                    progress=tick)  # fmt: skip
+            produce(self.bootstrap, records, speed=self.speed, progress=tick)
         except Stopped:
             pass
         except BaseException as error:  # noqa: BLE001 - reported by the demo

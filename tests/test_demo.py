@@ -24,7 +24,10 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["exit_codes"] == {"worker": 0, "trainer": 0, "replica": 0}
+    logs = {p.stem: p.read_text()[-3000:] for p in (tmp_path / "demo" / "logs").glob("*.log")}
+    assert summary["exit_codes"] == {"worker": 0, "trainer": 0, "replica": 0}, {
+        name: logs.get(name) for name, code in summary["exit_codes"].items() if code
+    }
     assert summary["failed_requests"] == 0 and summary["requests"] > 100
     assert summary["versions_published"] >= 2
     assert summary["versions_served"][-1] >= 2

@@ -23,6 +23,7 @@ import pytest
 from model.dcn import ModelConfig, build
 from model.export import SOFT, load
 from model.training import predict
+from rarecvr.contracts import TaskAssignment
 from rarecvr.produce import produce
 from rarecvr.schema import FeatureSchema, encode_records
 from rarecvr.schema_topic import publish_schema
@@ -31,9 +32,11 @@ from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, SCHEMA, Vocab, clicks_table
 from simulator.traffic import generate
+from stabilizer.view import AssignmentView
 from trainer.examples import Examples
 from trainer.gate import judge, score
 from trainer.history import HistoryLog
+from trainer.holdout import Holdout
 from trainer.loop import Trainer, TrainerConfig, TrainerState
 from trainer.registry import Registry
 from trainer.window_run import WindowRun
@@ -254,6 +257,31 @@ def test_examples_clicked_before_the_history_logs_end_train_no_window(tmp_path):
     trainer.state.bootstrap = {"end_ms": 100}  # the history's last click
     offsets, kept = trainer.after_history(offsets, examples)
     assert offsets.tolist() == [8] and kept.inputs["device"].tolist() == [b"c"]
+
+
+def test_the_history_tail_is_judged_by_the_streams_tasks_once_they_are_known(tmp_path):
+    holdout = Holdout(limit=100)
+    holdout.set_history(
+        {"device": np.array([b"a", b"b", b"c"])},
+        np.array([1.0, 0.0, 0.0]),
+        setup_id=np.array(["s1", "s1", "s2"]),
+        click_ts_ms=np.array([1, 2, 3]),
+        hard=np.array([True, True, False]),
+    )  # the history's rule
+    holdout.add({"device": np.array([b"live"])}, np.array([1.0]))
+    assert holdout.rows()[0]["device"].tolist() == [b"a", b"b", b"live"]
+    view = AssignmentView()
+    for setup, task in (("s1", "soft"), ("s2", "hard")):  # the stream disagrees with the rule
+        view.apply(
+            TaskAssignment(
+                setup_id=setup, task=task, epoch=1, reason="test", evidence={}, valid_from_ms=10
+            )
+        )
+    inputs, labels = holdout.rows(view)
+    assert inputs["device"].tolist() == [b"c", b"live"] and labels.tolist() == [0.0, 1.0]
+    holdout.save(tmp_path / "holdout.npz")
+    again = Holdout.load(tmp_path / "holdout.npz", limit=100).rows(view)
+    assert again[0]["device"].tolist() == [b"c", b"live"]
 
 
 def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before_training():

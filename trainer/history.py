@@ -58,6 +58,8 @@ class History:
     hard: np.ndarray
     cut: int  #: rows before it train; the rest is the held-out tail
     end_ms: int  #: the latest click time
+    setup_id: np.ndarray  #: each row's setup (str), to task the tail by the stream later
+    click_ts_ms: np.ndarray
 
     def part(self, rows: slice) -> tuple[dict, np.ndarray, np.ndarray]:
         return {k: v[rows] for k, v in self.inputs.items()}, self.labels[rows], self.hard[rows]
@@ -93,7 +95,16 @@ def load(log: HistoryLog, model: ModelConfig, attribution_window_ms: int, rule: 
     cvr = decayed_cvr_asof(setup, clicks, arrived, setup, clicks, rule.half_life_days * DAY_MS,
                            rule.prior(labels), rule.prior_strength)  # fmt: skip
     cut = int(len(labels) * (1 - tail_share))
-    return History(encode_table(table, spec), labels, cvr <= rule.alpha, cut, int(clicks[-1]))
+    setup_of_row = table["setup_id"].to_numpy(zero_copy_only=False).astype(object)
+    return History(
+        encode_table(table, spec),
+        labels,
+        cvr <= rule.alpha,
+        cut,
+        int(clicks[-1]),
+        setup_of_row,
+        clicks.astype(np.int64),
+    )
 
 
 def train(history: History, model: ModelConfig, batch: int, epochs: int | None = None):

@@ -6,12 +6,23 @@ the last good checkpoint, which never saw them either), so together they are a f
 for every candidate and for the serving model alike. The newest ``limit`` examples are kept,
 in one file in the trainer's state directory, written before the state file that counts them.
 
+Before there are live tails, the holdout is the history log's tail (``set_history``), every
+click of it: its hard clicks are those of the history's rule until the stream's assignments
+are known, and from then on those the stream's assignments say (``rows(assignments)``), so the
+gate judges candidates on the population they serve, not on the rule's idea of it. It leaves
+the holdout when the live tails fill ``limit``.
+
 >>> import numpy as np
->>> h = Holdout(limit=3)
+>>> h = Holdout(limit=4)
+>>> h.set_history({"f": np.array([b"x", b"y"])}, np.array([1.0, 0.0]),
+...               setup_id=np.array(["s1", "s2"]), click_ts_ms=np.array([5, 6]),
+...               hard=np.array([True, False]))
 >>> h.add({"f": np.array([b"a", b"b"])}, np.array([0.0, 1.0]))
->>> h.add({"f": np.array([b"c", b"d"])}, np.array([0.0, 0.0]))
->>> h.inputs["f"].tolist(), h.labels.tolist()
-([b'b', b'c', b'd'], [1.0, 0.0, 0.0])
+>>> h.rows()[0]["f"].tolist()  # the history's hard click (by its rule), then the live tails
+[b'x', b'a', b'b']
+>>> h.add({"f": np.array([b"c", b"d", b"e"])}, np.array([0.0, 0.0, 1.0]))
+>>> h.rows()[0]["f"].tolist(), h.rows()[1].tolist()  # live tails fill it: the newest stay
+([b'b', b'c', b'd', b'e'], [1.0, 0.0, 0.0, 1.0])
 """
 
 from __future__ import annotations
@@ -21,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.examples import Examples
 from trainer.files import atomic_write
+
+HISTORY = "history:"  #: prefix of the history tail's arrays in the saved file
 
 
 class Holdout:
@@ -30,8 +44,54 @@ class Holdout:
         self.inputs: dict[str, np.ndarray] = {}
         self.labels = np.zeros(0, np.float32)
 
+        self.history: dict[str, np.ndarray] = {}  #: the history's tail: inputs and meta
+
     def __len__(self) -> int:
-        return self.labels.size
+        return self.labels.size + (int(self.history["hard"].sum()) if self.history else 0)
+
+    def set_history(
+        self,
+        inputs: dict,
+        labels: np.ndarray,
+        setup_id: np.ndarray,
+        click_ts_ms: np.ndarray,
+        hard: np.ndarray,
+    ) -> None:
+        """The history log's tail, every click, with its tasks by the history's rule."""
+        self.history = {f"input:{k}": v for k, v in inputs.items()} | {
+            "label": labels.astype(np.float32),
+            "setup_id": np.asarray(setup_id, dtype=str),
+            "click_ts_ms": click_ts_ms.astype(np.int64),
+            "hard": hard.astype(bool),
+        }
+
+    def rows(self, assignments=None) -> tuple[dict, np.ndarray]:
+        """The hard examples to judge on: the history tail's (tasked by ``assignments``, an
+        assignment reader or view, where given) while the live tails leave room, then the
+        live tails'."""
+        if not self.history or self.labels.size >= self.limit:
+            return self.inputs, self.labels
+        hard = self.history["hard"]
+        if assignments is not None:
+            n = hard.size
+            hard = Examples(
+                {},
+                {
+                    "setup_id": self.history["setup_id"],
+                    "label": np.zeros(n),
+                    "click_ts_ms": self.history["click_ts_ms"],
+                    "group": np.full(n, b"", object),
+                },
+            ).hard(assignments)
+        old = {
+            k.split(":", 1)[1]: v[hard] for k, v in self.history.items() if k.startswith("input:")
+        }
+        if self.inputs and set(old) != set(self.inputs):
+            return self.inputs, self.labels
+        inputs = {
+            k: np.concatenate([v, self.inputs[k]]) if self.inputs else v for k, v in old.items()
+        }
+        return inputs, np.concatenate([self.history["label"][hard], self.labels])
 
     def add(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
         """Append examples; the oldest go beyond ``limit``."""
@@ -50,7 +110,10 @@ class Holdout:
         arrays = {
             f"input:{k}": v.astype("S") if v.dtype == object else v for k, v in self.inputs.items()
         }  # fixed-width bytes: no pickles on disk
-        np.savez(buffer, labels=self.labels, **arrays)
+        history = {
+            HISTORY + k: v.astype("S") if v.dtype == object else v for k, v in self.history.items()
+        }
+        np.savez(buffer, labels=self.labels, **arrays, **history)
         atomic_write(path, buffer.getvalue())
 
     @classmethod
@@ -61,6 +124,9 @@ class Holdout:
                 holdout.labels = data["labels"]
                 holdout.inputs = {k.split(":", 1)[1]: _column(data[k]) for k in data.files
                                   if k.startswith("input:")}  # fmt: skip
+                holdout.history = {
+                    k[len(HISTORY) :]: _column(data[k]) for k in data.files if k.startswith(HISTORY)
+                }
         return holdout
 
 

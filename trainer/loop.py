@@ -162,13 +162,15 @@ class Trainer:
         data = history.load(log_file, cfg.model, cfg.attribution_window_ms,
                             rule or history.stream_rule(), tail_share)  # fmt: skip
         model = history.train(data, cfg.model, cfg.batch, epochs)
-        inputs, labels, hard = data.part(slice(data.cut, None))
-        self.holdout.add({k: v[hard] for k, v in inputs.items()}, labels[hard])
+        tail = slice(max(data.cut, len(data.labels) - cfg.gate.holdout_examples), None)
+        self.holdout.set_history(
+            *data.part(tail)[:2], data.setup_id[tail], data.click_ts_ms[tail], data.hard[tail]
+        )
         trained = data.hard[: data.cut]
         counts = [int(trained.sum()), int(data.labels[: data.cut][trained].sum())]
         rate = counts[1] / counts[0] if counts[1] else None
         holdout = self._gate_figures(model, None, rate)
-        reasons = (judge(holdout["candidate"], None, cfg.gate) if rate is not None
+        reasons = (judge(holdout["candidate"], None, cfg.gate) if holdout["candidate"]
                    else ["too_few_positives"])  # fmt: skip
         entry = {"window": HISTORY, "history": str(log_file.path), "examples": len(data.labels),
                  "hard_examples": int(data.hard.sum()), "trained_examples": data.cut,
@@ -310,7 +312,8 @@ class Trainer:
                       "(%s); kept out of the holdout", state.window,
                       _brief(figures["serving_tail"]))  # fmt: skip
         holdout = self._gate_figures(candidate, self.serving_model, rate)
-        reasons = (judge(holdout["candidate"], holdout["serving"], cfg.gate) if rate is not None
+        reasons = (judge(holdout["candidate"], holdout["serving"], cfg.gate)
+                   if holdout["candidate"]
                    else ["too_few_positives"])  # fmt: skip
         entry = {
             "window": state.window, "examples": figures["examples"],
@@ -373,14 +376,17 @@ class Trainer:
         """Candidate and serving model on the holdout (None where there is nothing to score)."""
         if rate is None or not len(self.holdout):
             return {"candidate": None, "serving": None, "examples": len(self.holdout)}
-        labels, gate = self.holdout.labels, self.cfg.gate
+        inputs, labels = self.holdout.rows(getattr(self, "reader", None))
+        if not labels.size:
+            return {"candidate": None, "serving": None, "examples": 0}
+        gate = self.cfg.gate
 
         def hard(model):
-            return predict_tasks(model, self.holdout.inputs)["hard"]
+            return predict_tasks(model, inputs)["hard"]
 
         mine = hard(candidate)
         figures = {"candidate": score_hard(labels, mine, rate, gate), "serving": None,
-                   "examples": len(self.holdout)}  # fmt: skip
+                   "examples": int(labels.size)}  # fmt: skip
         if serving is not None:
             theirs = hard(serving)
             figures["serving"] = score_hard(labels, theirs, rate, gate)
