@@ -59,6 +59,10 @@ class AssignmentReader:
         with self.lock:
             return self.view.task(setup_id, group)
 
+    def judged(self, setup_id: str) -> str | None:
+        with self.lock:
+            return self.view.judged(setup_id)
+
     def hard_as_of(self, setup_id: str, ts_ms: np.ndarray, group: str | None = None) -> np.ndarray:
         with self.lock:
             return self.view.hard_as_of(setup_id, ts_ms, group)

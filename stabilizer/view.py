@@ -69,6 +69,12 @@ class AssignmentView:
             return held.task, held.epoch
         return self.cold_start(group), 0
 
+    def judged(self, setup_id: str) -> str | None:
+        """The setup's task where the stabilizer has decided it on the setup's own evidence
+        (None: never seen, or only a cold-start answer from its peers)."""
+        held = self.latest.get(setup_id)
+        return None if held is None or held.reason == "cold_start" else held.task
+
     def task_as_of(self, setup_id: str, ts_ms: int, group: str | None = None) -> tuple[str, int]:
         """(task, epoch) that held at event time ``ts_ms`` (the earliest known before that)."""
         steps = self.history.get(setup_id)

@@ -282,6 +282,13 @@ def test_the_history_tail_is_judged_by_the_streams_tasks_once_they_are_known(tmp
     holdout.save(tmp_path / "holdout.npz")
     again = Holdout.load(tmp_path / "holdout.npz", limit=100).rows(view)
     assert again[0]["device"].tolist() == [b"c", b"live"]
+    unjudged = AssignmentView()  # a cold-start answer is no judgement: the rule's flags stand
+    unjudged.apply(
+        TaskAssignment(
+            setup_id="s1", task="soft", epoch=1, reason="cold_start", evidence={}, valid_from_ms=10
+        )
+    )
+    assert holdout.rows(unjudged)[0]["device"].tolist() == [b"a", b"b", b"live"]
 
 
 def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before_training():

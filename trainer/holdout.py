@@ -8,8 +8,9 @@ in one file in the trainer's state directory, written before the state file that
 
 Before there are live tails, the holdout is the history log's tail (``set_history``), every
 click of it: its hard clicks are those of the history's rule until the stream's assignments
-are known, and from then on those the stream's assignments say (``rows(assignments)``), so the
-gate judges candidates on the population they serve, not on the rule's idea of it. It leaves
+are known, and from then on, for each setup the stabilizer has judged on its own evidence, the
+stream's task (``rows(assignments)``), so the gate judges candidates on the population they
+serve, not on the rule's idea of it. It leaves
 the holdout when the live tails fill ``limit``.
 
 >>> import numpy as np
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.examples import Examples
 from trainer.files import atomic_write
 
 HISTORY = "history:"  #: prefix of the history tail's arrays in the saved file
@@ -73,16 +73,7 @@ class Holdout:
             return self.inputs, self.labels
         hard = self.history["hard"]
         if assignments is not None:
-            n = hard.size
-            hard = Examples(
-                {},
-                {
-                    "setup_id": self.history["setup_id"],
-                    "label": np.zeros(n),
-                    "click_ts_ms": self.history["click_ts_ms"],
-                    "group": np.full(n, b"", object),
-                },
-            ).hard(assignments)
+            hard = self._judged_hard(assignments)
         old = {
             k.split(":", 1)[1]: v[hard] for k, v in self.history.items() if k.startswith("input:")
         }
@@ -104,6 +95,17 @@ class Holdout:
         labels = np.concatenate([self.labels, labels.astype(np.float32)])
         keep = slice(max(0, labels.size - self.limit), None)
         self.inputs, self.labels = {k: v[keep] for k, v in joined.items()}, labels[keep]
+
+    def _judged_hard(self, assignments) -> np.ndarray:
+        """The history tail's hard flags: the stream's task where the stabilizer has judged the
+        setup on its own evidence (``judged``), the history rule's elsewhere."""
+        hard = self.history["hard"].copy()
+        setups = self.history["setup_id"]
+        for setup in np.unique(setups):
+            task = assignments.judged(str(setup))
+            if task is not None:
+                hard[setups == setup] = task == "hard"
+        return hard
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
