@@ -151,6 +151,7 @@ def test_the_gate_refuses_a_candidate_trained_on_noisy_labels(
     assert "hard_calibration" in rejected["rejected"] or "hard_rig_drop" in rejected["rejected"]
     assert rejected["version"] is None
     assert rejected["tail_quarantined"]  # its labels stay out of the gate's holdout
+    assert rejected["served_loss_drift"]["rising"]  # and ADWIN saw the served loss jump
     assert judge(rejected["holdout"]["serving"], None, trainer.cfg.gate) == []  # it was fine
     assert_windows_tile(history)
     report(f"trainer: window {rejected['window']} with 30% flipped labels refused "

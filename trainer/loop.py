@@ -47,6 +47,7 @@ from rarecvr.schema import FeatureSchema
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
 from trainer import checkpoint, history, metrics
+from trainer.drift import LossDrift
 from trainer.examples import Examples, parse
 from trainer.features import drift_message
 from trainer.feed import ExampleFeed
@@ -125,6 +126,7 @@ class Trainer:
         self.holdout_path = cfg.state_dir / "holdout.npz"
         self.holdout = Holdout.load(self.holdout_path, cfg.gate.holdout_examples)
         self.serving_model = None
+        self.loss_drift = LossDrift()
         self.stop_event = threading.Event()
 
     @functools.cached_property
@@ -299,10 +301,23 @@ class Trainer:
         counts = [state.hard_counts[0] + trained[0], state.hard_counts[1] + trained[1]]
         rate = counts[1] / counts[0] if counts[0] else None
         progressive = figures["progressive"]
-        if progressive is not None and rate is not None:
+        drift = None
+        if progressive is not None:
             labels, probs = run.served_hard()
-            progressive |= {f"hard_{k}": v for k, v in
-                            vs_constant(labels, probs, rate, cfg.gate.floor_z).items()}  # fmt: skip
+            drift = self.loss_drift.update(labels, probs)
+            metrics.SERVED_DRIFT.set(int(drift["rising"]))
+            if drift["rising"]:
+                metrics.SERVED_DRIFTS.inc()
+                log.warning(
+                    "window %d: the served model's hard log loss drifted up (ADWIN; mean of "
+                    "the recent run %.4f over %d clicks)",
+                    state.window,
+                    drift["mean_loss"],
+                    drift["examples"],
+                )
+            if rate is not None:
+                gains = vs_constant(labels, probs, rate, cfg.gate.floor_z)
+                progressive |= {f"hard_{k}": v for k, v in gains.items()}
         quarantined = implausible(figures["serving_tail"], cfg.gate)
         if run.tail is not None and not quarantined:
             inputs, labels, hard = run.tail
@@ -325,6 +340,7 @@ class Trainer:
             "holdout": holdout, "tail_quarantined": quarantined,
             "rejected": reasons, "version": None,
             "serving_below_constant": _below_constant(progressive),
+            "served_loss_drift": drift,
             "train_examples_per_s": figures["train_examples_per_s"],
             "seconds": round(time.perf_counter() - run.started, 2),
         }  # fmt: skip

@@ -28,3 +28,11 @@ HISTORY_SKIPPED = Counter(
     "rarecvr_trainer_history_examples_skipped_total",
     "Examples clicked before the history log's end, which version 1 already covers.",
 )
+SERVED_DRIFT = Gauge(
+    "rarecvr_trainer_served_loss_drift",
+    "1 when ADWIN found the served model's hard log loss drifting up in the last window.",
+)
+SERVED_DRIFTS = Counter(
+    "rarecvr_trainer_served_loss_drifts_total",
+    "Windows in which ADWIN found the served model's hard log loss drifting up.",
+)
