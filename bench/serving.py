@@ -47,6 +47,7 @@ from model.dcn import ModelConfig, build
 from model.export import SIGNATURE, export, export_version
 from rarecvr.contracts import encode
 from rarecvr.schema import FeatureSchema
+from rarecvr.scrape import samples
 from rarecvr.topics import MODEL_UPDATES, ensure_topics
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from trainer.registry import Registry
@@ -83,11 +84,9 @@ def timed(port: int, body: bytes, seconds: float) -> list[float]:
 
 def swap_loads(port: int) -> dict[str, int]:
     """The replica's swaps by kind of load, from its metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    prefix = "rarecvr_serving_swaps_total{load="
-    return {line[len(prefix) + 1 : line.index("}") - 1]: int(float(line.split()[-1]))
-            for line in lines if line.startswith(prefix)}  # fmt: skip
+    found = samples(f"http://127.0.0.1:{port}/metrics")
+    swaps = [s for s in found if s.name == "rarecvr_serving_swaps_total"]
+    return {s.labels["load"]: int(s.value) for s in swaps}
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from deploy.stack import Stack, StageDied
 from rarecvr import settings
 from rarecvr.produce import produce
 from rarecvr.schema_topic import publish_schema
+from rarecvr.scrape import by_name, samples
 from simulator import Marketplace, SimConfig
 from simulator.events import event_stream
 from simulator.tables import SCHEMA
@@ -48,21 +49,11 @@ class Stopped(Exception):
 
 
 def scrape(url: str) -> dict[str, float]:
-    """Prometheus text as {metric name: sum over its label sets}; {} when unreachable."""
+    """Prometheus metrics as {sample name: sum over its label sets}; {} when unreachable."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            text = r.read().decode()
+        return by_name(samples(url, timeout=2))
     except OSError:
         return {}
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name = line.split("{")[0].split(" ")[0]
-            try:
-                sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                continue
-    return sums
 
 
 def get_json(url: str):

@@ -26,6 +26,7 @@ from model.dcn import ModelConfig, build
 from model.export import export_version
 from rarecvr.contracts import TaskAssignment, encode
 from rarecvr.schema import FeatureSchema
+from rarecvr.scrape import by_name, samples
 from rarecvr.topics import MODEL_UPDATES, TASK_ASSIGNMENTS, ensure_topics
 from trainer.registry import Registry
 
@@ -170,9 +171,7 @@ def replica(kafka, tmp_path, monkeypatch):
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+    return by_name(samples(f"http://127.0.0.1:{port}/metrics")).get(name, 0.0)
 
 
 def wait_for_version(port: int, version: int, timeout: float = 30) -> None:
