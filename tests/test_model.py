@@ -116,8 +116,14 @@ def test_training_lowers_the_loss():
 
 
 def linear(**overrides):
-    shape = {"embedding_dim": 1, "shared_layers": 0, "tower_units": (), "tasks": ("all",),
-             "loss_weights": (1.0,), "linear": True}  # fmt: skip
+    shape = {
+        "embedding_dim": 1,
+        "shared_layers": 0,
+        "tower_units": (),
+        "tasks": ("all",),
+        "loss_weights": (1.0,),
+        "linear": True,
+    }
     return small(**(shape | overrides))
 
 
@@ -125,8 +131,10 @@ def test_a_linear_model_is_a_logistic_regression_on_its_weights():
     inputs, labels, task = batch()
     model = build(linear(), inputs)
     train_once(model, inputs, labels, task)
-    setup, device = (model.trunk.embeddings[i](model.trunk.hashers[i](inputs[n]))[:, 0]
-                     for i, n in enumerate(("setup_id", "device")))  # fmt: skip
+    setup, device = (
+        model.trunk.embeddings[i](model.trunk.hashers[i](inputs[n]))[:, 0]
+        for i, n in enumerate(("setup_id", "device"))
+    )
     weights = model.towers[0].layers[0]
     recency = model.trunk.normalizer(model.trunk.numeric_matrix(inputs))[:, 0]
     logit = setup + device + weights.kernel[0, 0] * recency + weights.bias[0]
