@@ -10,8 +10,7 @@ Before there are live tails, the holdout is the history log's tail (``set_histor
 click of it: its hard clicks are those of the history's rule until the stream's assignments
 are known, and from then on, for each setup the stabilizer has judged on its own evidence, the
 stream's task (``rows(assignments)``), so the gate judges candidates on the population they
-serve, not on the rule's idea of it. It leaves
-the holdout when the live tails fill ``limit``.
+serve, not on the rule's idea of it. It leaves the holdout when the live tails fill ``limit``.
 
 >>> import numpy as np
 >>> h = Holdout(limit=4)
@@ -99,13 +98,11 @@ class Holdout:
     def _judged_hard(self, assignments) -> np.ndarray:
         """The history tail's hard flags: the stream's task where the stabilizer has judged the
         setup on its own evidence (``judged``), the history rule's elsewhere."""
-        hard = self.history["hard"].copy()
-        setups = self.history["setup_id"]
-        for setup in np.unique(setups):
-            task = assignments.judged(str(setup))
-            if task is not None:
-                hard[setups == setup] = task == "hard"
-        return hard
+        setups, which = np.unique(self.history["setup_id"], return_inverse=True)
+        tasks = [assignments.judged(str(setup)) for setup in setups]
+        judged = np.array([task is not None for task in tasks])
+        hard = np.array([task == "hard" for task in tasks])
+        return np.where(judged[which], hard[which], self.history["hard"])
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
