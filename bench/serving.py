@@ -45,6 +45,7 @@ from deploy.kafka.broker import free_port
 from deploy.serving.graphs import Slot, probe
 from model.dcn import ModelConfig, build
 from model.export import SIGNATURE, export, export_version
+from rarecvr import kafka_auth
 from rarecvr.contracts import encode
 from rarecvr.schema import FeatureSchema
 from rarecvr.scrape import samples
@@ -144,7 +145,7 @@ def main() -> None:
                 if size == 100:
                     result["candidates_per_s"] = round(100 * len(lat) / args.seconds)
             body = json.dumps({"candidates": candidates(100, rng)}).encode()
-            producer = KafkaProducer(bootstrap_servers=info.bootstrap)
+            producer = KafkaProducer(**kafka_auth.kafka_python(info.bootstrap))
             versions: list[tuple[float, int]] = []
             latencies: dict[str, list[float]] = {"quiet": [], "swaps": []}
             phase, failures, stop = ["quiet"], [0], threading.Event()

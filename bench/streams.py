@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 
 from deploy.kafka import Broker, fetch
 from deploy.kafka.broker import free_port
+from rarecvr import kafka_auth
 from rarecvr.lag import group_progress
 from rarecvr.produce import produce
 from rarecvr.topics import CLICKS, CONVERSIONS, CVR_DELTAS, ensure_topics
@@ -46,8 +47,13 @@ def rss_mb(pid: int) -> float:
 
 async def consume_all(bootstrap: str, total: int) -> float:
     """Seconds a bare aiokafka consumer takes to read ``total`` records of both topics."""
-    consumer = AIOKafkaConsumer(CLICKS.name, CONVERSIONS.name, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        CLICKS.name,
+        CONVERSIONS.name,
+        **kafka_auth.aiokafka(bootstrap),
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     seen, started = 0, time.perf_counter()
     try:

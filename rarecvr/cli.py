@@ -12,13 +12,26 @@ from deploy.demo import demo
 from deploy.kafka.commands import kafka
 from deploy.serving.commands import serve
 from model.commands import research
-from rarecvr import __version__, settings
+from rarecvr import __version__, kafka_auth, settings
 from simulator.commands import simulate
 from streams.commands import replay, worker
 from trainer.commands import model, train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Commands(click.Group):
+    """Errors of set-up (no broker, credentials it refuses) end a command with their message."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (settings.NoBrokerError, kafka_auth.KafkaAuthError) as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(
+    cls=Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="rarecvr")
 def main() -> None:
     """rarecvr: streaming pCVR for rare conversions (multi-task learning, RecSys '25).
@@ -29,6 +42,8 @@ def main() -> None:
       RARECVR_CACHE      downloaded Kafka jars (~/.cache/rarecvr)
       RARECVR_BOOTSTRAP  Kafka bootstrap address (default: the broker `kafka up` started)
       RARECVR_REGISTRY   model registry directory ($RARECVR_HOME/registry)
+      RARECVR_KAFKA_SECURITY_PROTOCOL, _USERNAME, _PASSWORD_FILE, _CA_FILE
+                         SASL/SCRAM over TLS (see docs/security.md)
     """
 
 
@@ -58,7 +73,7 @@ def peek(topic: str, bootstrap: str | None, limit: int) -> None:
 
     try:
         declared = by_name(topic)
-        address = settings.bootstrap(bootstrap)
+        address = kafka_auth.connect(bootstrap)
     except (KeyError, settings.NoBrokerError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     valid = malformed = 0

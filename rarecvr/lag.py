@@ -5,6 +5,7 @@ from __future__ import annotations
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from rarecvr import kafka_auth
 from rarecvr.topics import Topic
 
 
@@ -14,12 +15,12 @@ def group_progress(bootstrap: str, group: str, topics: list[Topic]) -> tuple[int
     A group whose coordinator is not ready yet, or that has committed nothing, has 0.
     """
     parts = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(**kafka_auth.kafka_python(bootstrap))
     try:
         ends = consumer.end_offsets(parts)
     finally:
         consumer.close()
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**kafka_auth.kafka_python(bootstrap))
     try:
         committed = admin.list_group_offsets({group: parts}).get(group, {})
     except KafkaError:

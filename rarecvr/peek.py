@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 
+from rarecvr import kafka_auth
 from rarecvr.contracts import ContractError, Event, decode, split_lines
 from rarecvr.topics import Topic
 
@@ -31,7 +32,7 @@ def check_topic(
     """Every record now on ``topic`` (from offset ``start[partition]``, default the beginning),
     validated, in partition then offset order."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_auth.kafka_python(bootstrap),
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout_s * 1000),
         isolation_level="read_committed",
@@ -75,7 +76,7 @@ def validate(topic: Topic, partition: int, record) -> list[Checked]:
 
 def end_offsets(bootstrap: str, topic: Topic) -> dict[int, int]:
     """The next offset of every partition of ``topic``: where new records will start."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(**kafka_auth.kafka_python(bootstrap))
     try:
         parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(parts).items()}

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
+from rarecvr import kafka_auth
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -36,7 +38,7 @@ def produce(
     as fast as the broker takes them.
     """
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka_auth.kafka_python(bootstrap),
         acks="all",
         linger_ms=20,
         batch_size=512 * 1024,

@@ -6,6 +6,7 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
+from rarecvr import kafka_auth
 from rarecvr.contracts import ContractError, FeatureSchemaRecord, decode, encode
 from rarecvr.produce import Record, produce
 from rarecvr.schema import FeatureSchema
@@ -34,7 +35,7 @@ def publish_schema(bootstrap: str, schema: FeatureSchema, source: str) -> None:
 def latest_schema(bootstrap: str, wait_s: float = 0.0) -> tuple[FeatureSchema, str] | None:
     """The last valid schema on the topic and its source, waiting up to ``wait_s`` for one to be
     published; None if there is none by then."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_auth.kafka_python(bootstrap), enable_auto_commit=False)
     partition = TopicPartition(FEATURE_SCHEMA.name, 0)
     deadline = time.monotonic() + wait_s
     found = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from rarecvr import contracts, settings
+from rarecvr import contracts, kafka_auth, settings
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL) -> list[str]:
 
     Safe to call any number of times: an existing topic is left as it is.
     """
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rarecvr-admin")
+    admin = KafkaAdminClient(**kafka_auth.kafka_python(bootstrap), client_id="rarecvr-admin")
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t.name not in existing]

@@ -116,13 +116,13 @@ def simulate(
             paths = write_parquet(market, out, progress=advance)
             summary = f"wrote {paths['clicks']} and {paths['setups']}"
         else:
-            from rarecvr import settings
+            from rarecvr import kafka_auth
             from rarecvr.produce import produce
             from rarecvr.schema_topic import publish_schema
             from simulator.events import event_stream
             from simulator.tables import SCHEMA
 
-            address = settings.bootstrap(bootstrap)
+            address = kafka_auth.connect(bootstrap)
             publish_schema(address, SCHEMA, "simulator")
             task = bar.add_task("events", total=None, rate="")
             seen = 0

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
+from rarecvr import kafka_auth
 from rarecvr.contracts import ContractError, TaskAssignment, decode
 from rarecvr.topics import TASK_ASSIGNMENTS
 from stabilizer.policy import PolicyParams
@@ -84,8 +85,9 @@ class AssignmentReader:
                 self._stop.wait(2)
 
     def _follow(self) -> None:
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                 enable_auto_commit=False)  # fmt: skip
+        consumer = KafkaConsumer(
+            **kafka_auth.kafka_python(self.bootstrap), group_id=None, enable_auto_commit=False
+        )
         try:
             parts = [TopicPartition(self.topic, p)
                      for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]  # fmt: skip

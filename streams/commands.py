@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rarecvr import log_options, settings
+from rarecvr import kafka_auth, log_options, settings
 from stabilizer.policy import PolicyParams
 
 POLICY = PolicyParams()
@@ -60,7 +60,7 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
     from streams.cvr import CvrParams
     from streams.worker import WorkerConfig, create_app, mark_clean, prepare_data_dir
 
-    address = settings.bootstrap(bootstrap)
+    address = kafka_auth.connect(bootstrap)
     data_dir = data_dir or settings.home() / "worker"
     window = int(window_days * DAY_MS)
     cfg = WorkerConfig(
@@ -139,7 +139,7 @@ def replay(data, click_time, conversion_time, setup, features, categorical, nume
     def names(value: str) -> list[str]:
         return [v.strip() for v in value.split(",") if v.strip()]
 
-    address = settings.bootstrap(bootstrap)
+    address = kafka_auth.connect(bootstrap)
     try:
         table = read_table(data)
         inferred, notes = infer(table, names(features), tuple(names(categorical)),

@@ -36,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rarecvr import settings
+from rarecvr import kafka_auth, settings
 from rarecvr.contracts import (
     Click,
     ContractError,
@@ -156,6 +156,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
+        **kafka_auth.auth_for(cfg.bootstrap).faust(),
     )
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(CLICKS.name, CONVERSIONS.name, **raw)
@@ -217,7 +218,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     async def committed_offsets() -> dict[TP, int]:
         """The group's committed offsets, asked of the broker. (The consumer's own record of
         them is not filled in for partitions it was just given.)"""
-        admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_auth.aiokafka(cfg.bootstrap))
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(app.conf.id)

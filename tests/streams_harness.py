@@ -9,15 +9,20 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from deploy.kafka.broker import free_port
-from rarecvr import lag
+from rarecvr import kafka_auth, lag
 from rarecvr.contracts import split_lines
+from rarecvr.produce import produce
 from rarecvr.topics import CLICKS, CONVERSIONS, CVR_DELTAS, DEAD_LETTERS, LABELED_EXAMPLES
+from simulator import Faults, Marketplace, SimConfig
+from simulator.events import event_stream
 
 WINDOW_MS = 6 * 3_600_000
 LATENESS_MS = 5 * 60_000
@@ -81,8 +86,11 @@ def wait_caught_up(bootstrap: str, group: str, workers: Workers, timeout: float 
 
 
 def read_topic(bootstrap: str, topic) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=3000,
-                             isolation_level="read_committed")  # fmt: skip
+    consumer = KafkaConsumer(
+        **kafka_auth.kafka_python(bootstrap),
+        consumer_timeout_ms=3000,
+        isolation_level="read_committed",
+    )
     parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -145,3 +153,33 @@ def batch_truth(bootstrap: str) -> tuple[dict[str, int], dict[str, dict]]:
 
 def environment(prefix: str) -> dict:
     return {**os.environ, "RARECVR_TOPIC_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+
+
+def send(bootstrap, clicks, **faults):
+    """Simulated clicks and conversions (with ``faults``) produced to the event topics."""
+    cfg = SimConfig(clicks=clicks, advertisers=60, days=2.0, seed=5, faults=Faults(**faults))
+    return produce(bootstrap, event_stream(Marketplace(cfg)))
+
+
+def assert_matches_batch(bootstrap, workers, name):
+    """The worker's labels and its first setups' CVR state equal a batch recomputation."""
+    truth, state = batch_truth(bootstrap)
+    labels = {cid: ex["label"] for cid, ex in labels_from_topic(bootstrap).items()}
+    missing, extra = truth.keys() - labels.keys(), labels.keys() - truth.keys()
+    differ = {c for c in truth.keys() & labels.keys() if truth[c] != labels[c]}
+    assert not (missing or extra or differ), (
+        f"{len(missing)} clicks unlabeled (e.g. {sorted(missing)[:5]}), {len(extra)} labeled "
+        f"but not in batch ({sorted(extra)[:5]}), {len(differ)} with another label "
+        f"({sorted(differ)[:5]})"
+    )
+    assert 0 < sum(truth.values()) < len(truth)
+    port = workers.ports[name]
+    checked = 0
+    for setup, expected in sorted(state.items())[:25]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cvr/{setup}", timeout=10) as r:
+            got = json.loads(r.read())
+        assert got["clicks"] == pytest.approx(expected["clicks"], rel=1e-9), setup
+        assert got["conversions"] == pytest.approx(expected["conversions"], rel=1e-9, abs=1e-12)
+        checked += 1
+    assert checked == 25
+    return truth

@@ -3,7 +3,6 @@ the same event log, with malformed events dead-lettered, through SIGKILLs and a 
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import urllib.request
@@ -11,44 +10,13 @@ from collections import Counter
 
 import pytest
 
-from rarecvr.produce import produce
-from simulator import Faults, Marketplace, SimConfig
-from simulator.events import event_stream
 from tests.streams_harness import (
-    batch_truth,
+    assert_matches_batch,
     dead_letters,
     group_progress,
-    labels_from_topic,
+    send,
     wait_caught_up,
 )
-
-
-def send(bootstrap, clicks, **faults):
-    cfg = SimConfig(clicks=clicks, advertisers=60, days=2.0, seed=5, faults=Faults(**faults))
-    return produce(bootstrap, event_stream(Marketplace(cfg)))
-
-
-def assert_matches_batch(bootstrap, workers, name):
-    truth, state = batch_truth(bootstrap)
-    labels = {cid: ex["label"] for cid, ex in labels_from_topic(bootstrap).items()}
-    missing, extra = truth.keys() - labels.keys(), labels.keys() - truth.keys()
-    differ = {c for c in truth.keys() & labels.keys() if truth[c] != labels[c]}
-    assert not (missing or extra or differ), (
-        f"{len(missing)} clicks unlabeled (e.g. {sorted(missing)[:5]}), {len(extra)} labeled "
-        f"but not in batch ({sorted(extra)[:5]}), {len(differ)} with another label "
-        f"({sorted(differ)[:5]})"
-    )
-    assert 0 < sum(truth.values()) < len(truth)
-    port = workers.ports[name]
-    checked = 0
-    for setup, expected in sorted(state.items())[:25]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cvr/{setup}", timeout=10) as r:
-            got = json.loads(r.read())
-        assert got["clicks"] == pytest.approx(expected["clicks"], rel=1e-9), setup
-        assert got["conversions"] == pytest.approx(expected["conversions"], rel=1e-9, abs=1e-12)
-        checked += 1
-    assert checked == 25
-    return truth
 
 
 def test_labels_and_cvr_equal_batch_and_malformed_events_are_dead_lettered(stack, report):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rarecvr import settings
+from rarecvr import kafka_auth, settings
 from rarecvr.logfile import UNIT_CHOICES
 
 
@@ -139,7 +139,7 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
     from trainer.loop import Trainer, TrainerConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    address = settings.bootstrap(bootstrap)
+    address = kafka_auth.connect(bootstrap)
     state_dir = state_dir or settings.home() / "trainer"
 
     def published(wait_s: float = 0.0) -> FeatureSchema | None:
@@ -237,7 +237,7 @@ def change(registry: Path | None, bootstrap: str | None, action: str, apply) -> 
     except RegistryError as error:
         raise click.ClickException(str(error)) from None
     if version is not None:
-        producer = KafkaProducer(bootstrap_servers=settings.bootstrap(bootstrap))
+        producer = KafkaProducer(**kafka_auth.kafka_python(kafka_auth.connect(bootstrap)))
         update = reg.update_event(action, version)
         producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
         producer.flush()

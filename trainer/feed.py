@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from rarecvr import kafka_auth
 from trainer.examples import Examples
 
 
@@ -85,9 +86,13 @@ class ExampleFeed:
             self._error = error
 
     async def _read(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
-                                    enable_auto_commit=False, fetch_max_bytes=64 << 20,
-                                    max_partition_fetch_bytes=16 << 20)  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            **kafka_auth.aiokafka(self.bootstrap),
+            group_id=self.group,
+            enable_auto_commit=False,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+        )
         parts = {p: TopicPartition(self.topic, p) for p in self.partitions}
         await consumer.start()
         try:

@@ -42,6 +42,7 @@ from model.dcn import SINGLE_TASK, ModelConfig, build
 from model.export import export_version
 from model.tasks import TaskRule
 from model.training import predict_tasks
+from rarecvr import kafka_auth
 from rarecvr.contracts import DeadLetter, encode
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
@@ -131,7 +132,7 @@ class Trainer:
 
     @functools.cached_property
     def producer(self) -> KafkaProducer:
-        return KafkaProducer(bootstrap_servers=self.cfg.bootstrap, linger_ms=5)
+        return KafkaProducer(**kafka_auth.kafka_python(self.cfg.bootstrap), linger_ms=5)
 
     def close(self) -> None:
         """Flush and close the Kafka producer, if one was opened (the next use opens another)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.kafka.dist import KAFKA_VERSION, libs_dir, require_tool
+from rarecvr import kafka_auth
 
 NODE_ID = 1
 
@@ -56,17 +58,94 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
-    """The broker's ``server.properties`` for one KRaft node listening on 127.0.0.1."""
+@dataclass(frozen=True)
+class Tls:
+    """What a secure broker needs: a key store with its certificate (self-signed, for
+    127.0.0.1 and localhost, also the clients' CA file) and one SCRAM user."""
+
+    keystore: Path
+    keystore_password: str
+    ca_file: Path
+    username: str
+    password_file: Path
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def auth(self) -> kafka_auth.KafkaAuth:
+        return kafka_auth.KafkaAuth(
+            "SASL_SSL", kafka_auth.MECHANISMS[0], self.username, self.password, str(self.ca_file)
+        )
+
+    def record(self) -> dict:
+        """What ``broker.json`` records, where local clients find it (the password stays in
+        its own file)."""
+        return {
+            "protocol": "SASL_SSL",
+            "mechanism": kafka_auth.MECHANISMS[0],
+            "username": self.username,
+            "password_file": str(self.password_file),
+            "ca_file": str(self.ca_file),
+        }
+
+
+def make_tls(directory: Path, username: str = "rarecvr", days: int = 365) -> Tls:
+    """The key store, CA file and SCRAM password of a secure broker in ``directory``, made with
+    the JDK's ``keytool`` on first use and kept (readable by this user only) after that."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tls = Tls(directory / "broker.p12", "", directory / "ca.pem", username, directory / "password")
+    store_password_file = directory / "keystore-password"
+    for secret in (tls.password_file, store_password_file):
+        if not secret.exists():
+            secret.touch(mode=0o600)
+            secret.write_text(secrets.token_urlsafe(24))
+    store_password = store_password_file.read_text().strip()
+    if not tls.ca_file.exists():
+        keytool = require_tool("keytool", "to make the secure broker's certificate")
+        tls.keystore.unlink(missing_ok=True)
+        common = ["-alias", "broker", "-keystore", str(tls.keystore), "-storepass", store_password]
+        for args in (
+            [
+                "-genkeypair",
+                "-keyalg",
+                "RSA",
+                "-keysize",
+                "2048",
+                "-storetype",
+                "PKCS12",
+                "-dname",
+                "CN=localhost",
+                "-ext",
+                "SAN=ip:127.0.0.1,dns:localhost",
+                "-ext",
+                "BC:c=ca:true",
+                "-validity",
+                str(days),
+            ],
+            ["-exportcert", "-rfc", "-file", str(tls.ca_file)],
+        ):
+            result = subprocess.run([keytool, *args, *common], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise BrokerError(f"keytool failed: {(result.stdout + result.stderr).strip()}")
+    return Tls(tls.keystore, store_password, tls.ca_file, username, tls.password_file)
+
+
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, tls: Tls | None = None
+) -> str:
+    """The broker's ``server.properties`` for one KRaft node listening on 127.0.0.1: plaintext,
+    or with ``tls`` a SASL_SSL listener that takes SCRAM users (the broker itself one of them)."""
+    listener = "SASL_SSL" if tls else "PLAINTEXT"
     props = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
         "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"{listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"{listener}://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
         "log.dirs": data_dir / "logs",
         "num.partitions": 1,
         "default.replication.factor": 1,
@@ -82,6 +161,22 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "auto.create.topics.enable": "true",
         "log.cleaner.backoff.ms": 5000,
     }
+    if tls:
+        mechanism = kafka_auth.MECHANISMS[0]
+        props |= {
+            "sasl.enabled.mechanisms": mechanism,
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{tls.username}" password="{tls.password}";'
+            ),
+            "ssl.keystore.location": tls.keystore,
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.password": tls.keystore_password,
+            "ssl.truststore.location": tls.keystore,
+            "ssl.truststore.type": "PKCS12",
+            "ssl.truststore.password": tls.keystore_password,
+        }
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -108,6 +203,7 @@ class BrokerInfo:
     version: str
     data_dir: str
     log_file: str
+    security: dict | None = None  #: how clients authenticate (``Tls.record``); None: plaintext
 
 
 class Broker:
@@ -123,8 +219,10 @@ class Broker:
         version: str = KAFKA_VERSION,
         heap: str = "384m",
         log_level: str = "INFO",
+        secure: bool = False,
     ):
         self.data_dir = Path(data_dir)
+        self.secure = secure
         self.version = version
         self.heap = heap
         self.log_level = log_level
@@ -184,11 +282,13 @@ class Broker:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port, controller_port = self._ports(port, controller_port)
+        tls = self._tls()
         props = self.data_dir / "server.properties"
-        props.write_text(server_properties(self.data_dir, port, controller_port))
+        props.touch(mode=0o600)
+        props.write_text(server_properties(self.data_dir, port, controller_port, tls))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(level=self.log_level))
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            self._format(libs, props)
+            self._format(libs, props, tls)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
                 self._java_cmd(libs, "kafka.Kafka", str(props)),
@@ -205,15 +305,46 @@ class Broker:
             version=self.version,
             data_dir=str(self.data_dir),
             log_file=str(self.log_file),
+            security=tls.record() if tls else None,
         )
         try:
-            wait_until_serving(self.info.bootstrap, timeout, self.process, self.log_file)
+            wait_until_serving(
+                self.info.bootstrap,
+                timeout,
+                self.process,
+                self.log_file,
+                tls.auth() if tls else kafka_auth.KafkaAuth(),
+            )
         except BrokerError:
             self.stop()
             raise
         return self.info
 
-    def _format(self, libs: Path, props: Path) -> None:
+    def _tls(self) -> Tls | None:
+        """The secure broker's files, or None for plaintext; a data directory keeps the mode it
+        was formatted with (its SCRAM user is written at format time)."""
+        mode = self.data_dir / "security"
+        wanted = "SASL_SSL" if self.secure else "PLAINTEXT"
+        formatted = (self.data_dir / "logs" / "meta.properties").exists()
+        had = mode.read_text().strip() if mode.exists() else "PLAINTEXT"
+        if formatted and had != wanted:
+            raise BrokerError(
+                f"The broker's data in {self.data_dir} was made {had}, so it cannot start "
+                f"{wanted}: start it {'with' if had == 'SASL_SSL' else 'without'} --secure, "
+                "or use another RARECVR_HOME."
+            )
+        mode.write_text(wanted)
+        return make_tls(self.data_dir / "tls") if self.secure else None
+
+    def _format(self, libs: Path, props: Path, tls: Tls | None) -> None:
+        scram = (
+            [
+                "--add-scram",
+                f"{kafka_auth.MECHANISMS[0]}=[name={tls.username},password={tls.password}]",
+            ]
+            if tls
+            else []
+        )
         cmd = self._java_cmd(
             libs,
             "kafka.tools.StorageTool",
@@ -221,6 +352,7 @@ class Broker:
             f"--cluster-id={new_cluster_id()}",
             "-c",
             str(props),
+            *scram,
         )
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
@@ -250,9 +382,15 @@ def log_tail(log_file: Path, lines: int = 25) -> str:
 
 
 def wait_until_serving(
-    bootstrap: str, timeout: float, process: subprocess.Popen | None, log_file: Path
+    bootstrap: str,
+    timeout: float,
+    process: subprocess.Popen | None,
+    log_file: Path,
+    auth: kafka_auth.KafkaAuth | None = None,
 ) -> None:
-    """Block until a metadata request to ``bootstrap`` succeeds, or raise with the log's tail."""
+    """Block until a metadata request to ``bootstrap`` succeeds (as ``auth``, by default the
+    one clients of ``bootstrap`` use), or raise with the log's tail."""
+    auth = auth or kafka_auth.auth_for(bootstrap)
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -265,7 +403,10 @@ def wait_until_serving(
             )
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, request_timeout_ms=3000, client_id="rarecvr-probe"
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=3000,
+                client_id="rarecvr-probe",
+                **auth.kafka_python(),
             )
             try:
                 if admin.describe_cluster().get("brokers"):

@@ -38,11 +38,20 @@ def fetch_cmd() -> None:
     "--port", type=int, envvar="RARECVR_KAFKA_PORT", help="Listener port (default: free)."
 )
 @click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait.")
-def up(port: int | None, timeout: float) -> None:
+@click.option(
+    "--secure",
+    is_flag=True,
+    envvar="RARECVR_KAFKA_SECURE",
+    help="Listen with SASL_SSL only: TLS with a self-signed certificate made at first start "
+    "(keytool) and one SCRAM-SHA-512 user with a random password, kept under "
+    "$RARECVR_HOME/kafka/tls. Local rarecvr commands find the settings by themselves; the "
+    "variables printed are for other shells and hosts.",
+)
+def up(port: int | None, timeout: float, secure: bool) -> None:
     """Start the broker on 127.0.0.1 (if not running) and create every rarecvr topic."""
     started = time.monotonic()
     try:
-        info, now = local.up(port=port, timeout=timeout)
+        info, now = local.up(port=port, timeout=timeout, secure=secure)
     except (BrokerError, DistError) as exc:
         raise click.ClickException(str(exc)) from None
     verb = "started" if now else "already running"
@@ -50,6 +59,10 @@ def up(port: int | None, timeout: float) -> None:
         f"Kafka {info.version} {verb} at {info.bootstrap} (pid {info.pid}, "
         f"{time.monotonic() - started:.1f} s); topics: {', '.join(t.name for t in ALL)}"
     )
+    if info.security:
+        click.echo("SASL_SSL only; for clients elsewhere:")
+        for name, value in local.client_environment(info).items():
+            click.echo(f"  export {name}={value}")
 
 
 @kafka.command()
@@ -64,8 +77,9 @@ def status() -> None:
         )
         raise SystemExit(1)
     click.echo(
-        f"Kafka {info.version} running at {info.bootstrap} (pid {info.pid}); "
-        f"data {info.data_dir}; log {info.log_file}"
+        f"Kafka {info.version} running at {info.bootstrap} (pid {info.pid}, "
+        f"{'SASL_SSL' if info.security else 'plaintext'}); data {info.data_dir}; "
+        f"log {info.log_file}"
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from rarecvr import settings
+from rarecvr import kafka_auth, settings
 
 
 @click.command()
@@ -54,7 +54,7 @@ def serve(bootstrap, registry, host, port, token, token_file, max_batch, max_bod
         token = token_file.read_text().splitlines()[0].strip() if token_file.stat().st_size else ""
         if not token:
             raise click.BadParameter(f"{token_file} is empty", param_hint="--token-file")
-    cfg = ReplicaConfig(bootstrap=settings.bootstrap(bootstrap),
+    cfg = ReplicaConfig(bootstrap=kafka_auth.connect(bootstrap),
                         registry=registry or settings.home() / "registry", token=token,
                         max_batch=max_batch, max_body_bytes=max_body_bytes,
                         unknown_features=unknown_features)  # fmt: skip

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deploy.serving import metrics
 from deploy.serving.graphs import GraphLoader, Graphs, RefusedVersion
 from deploy.serving.routing import route
+from rarecvr import kafka_auth
 from rarecvr.contracts import PEER_TAGS, ContractError, FeatureValue, Id, ModelUpdate, decode
 from rarecvr.schema import EncodingError, FeatureSchema, encode_records
 from rarecvr.topics import MODEL_UPDATES
@@ -139,8 +140,9 @@ class Replica:
                 self._stop.wait(5)
 
     def _follow_once(self) -> None:
-        consumer = KafkaConsumer(bootstrap_servers=self.cfg.bootstrap, group_id=None,
-                                 enable_auto_commit=False)  # fmt: skip
+        consumer = KafkaConsumer(
+            **kafka_auth.kafka_python(self.cfg.bootstrap), group_id=None, enable_auto_commit=False
+        )
         tp = TopicPartition(MODEL_UPDATES.name, 0)
         consumer.assign([tp])
         consumer.seek_to_end(tp)
