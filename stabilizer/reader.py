@@ -19,24 +19,34 @@ from kafka import KafkaConsumer, TopicPartition
 
 from rarecvr import kafka_auth
 from rarecvr.contracts import ContractError, TaskAssignment, decode
+from rarecvr.liveness import Heartbeat
 from rarecvr.topics import TASK_ASSIGNMENTS
 from stabilizer.policy import PolicyParams
 from stabilizer.view import AssignmentView
 
 log = logging.getLogger(__name__)
 
+CHECK_S = 5.0  #: how often the reader asks the broker for the topic's end
+CHECK_TIMEOUT_MS = 10_000
+
 
 class AssignmentReader:
     """A thread keeping ``view`` up to date with the task-assignments topic."""
 
-    def __init__(self, bootstrap: str, params: PolicyParams | None = None,
-                 topic: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        bootstrap: str,
+        params: PolicyParams | None = None,
+        topic: str | None = None,
+        stale_after_s: float = 300.0,
+    ):
         self.bootstrap = bootstrap
         self.topic = topic or TASK_ASSIGNMENTS.name
         self.view = AssignmentView(params)
         self.lock = threading.Lock()
         self.malformed = 0
-        self.failures = 0  #: times the reader failed and started again
+        #: a success: the broker told the topic's end offsets (checked every ``CHECK_S``)
+        self.heartbeat = Heartbeat("assignment-reader", stale_after_s)
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="assignment-reader", daemon=True)
@@ -80,7 +90,7 @@ class AssignmentReader:
             try:
                 self._follow()
             except Exception as error:  # noqa: BLE001 - the reader must outlive any failure
-                self.failures += 1
+                self.heartbeat.failed(error)
                 log.warning("assignment reader failed (%s); reading again in 2 s", error)
                 self._stop.wait(2)
 
@@ -93,7 +103,8 @@ class AssignmentReader:
                      for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]  # fmt: skip
             consumer.assign(parts)
             consumer.seek_to_beginning(*parts)
-            ends = consumer.end_offsets(parts)
+            ends = consumer.end_offsets(parts, timeout_ms=CHECK_TIMEOUT_MS)
+            self.heartbeat.beat()
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=200)
                 with self.lock:
@@ -102,6 +113,9 @@ class AssignmentReader:
                             self._apply(record.value)
                 if not self.ready and all(consumer.position(tp) >= ends[tp] for tp in parts):
                     self._ready.set()
+                if self.heartbeat.age_s > CHECK_S:  # a poll says nothing of a broker away
+                    consumer.end_offsets(parts, timeout_ms=CHECK_TIMEOUT_MS)
+                    self.heartbeat.beat()
         finally:
             consumer.close()
 

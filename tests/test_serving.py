@@ -39,6 +39,7 @@ SAMPLE = {
     "recency_days": np.array([1.0, 3.0], np.float32),
 }
 TOKEN = "sesame"
+STALE_S = 15  #: the replica's --stale-after: above the threads' 5 s between successes
 
 
 def write_version(registry: Registry, seed: int, poison: str | None = None, **config) -> int:
@@ -150,7 +151,7 @@ def replica(kafka, tmp_path, monkeypatch):
     proc = subprocess.Popen(
         [sys.executable, "-m", "rarecvr.cli", "serve", "--bootstrap", kafka.bootstrap,
          "--registry", str(registry.root), "--port", str(port), "--token", TOKEN,
-         "--max-batch", "100", "--max-body-bytes", "200000"],
+         "--max-batch", "100", "--max-body-bytes", "200000", "--stale-after", str(STALE_S)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RARECVR_TOPIC_PREFIX": prefix},
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -229,9 +230,48 @@ def test_corrupt_and_nan_versions_are_refused_and_the_old_one_keeps_serving(repl
     status, body = post(port, {"candidates": CANDIDATES})
     assert status == 200 and body["model_version"] == 1
     assert all(np.isfinite(r["pcvr"]) for r in body["results"])
+    assert readyz(port)[1]["refused"] == {"version": nan, "reason": "non_finite"}
     good = publish(registry, producer, seed=4)
     wait_for_version(port, good)
+    assert wait_for_readyz(port, 200)["refused"] is None
     report(f"serving: corrupt v{corrupt} and NaN v{nan} refused, v1 served on, v{good} swapped in")
+
+
+def readyz(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_for_readyz(port: int, status: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got, body = readyz(port)
+        if got == status:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"/readyz did not answer {status} within {timeout} s: {body}")
+
+
+@pytest.mark.timeout(300)
+def test_a_garbage_pinned_file_makes_the_replica_unready_while_it_serves_on(replica):
+    port, registry, *_ = replica
+    (registry.root / "PINNED").write_text("yesterday's\n")
+    body = wait_for_readyz(port, 503)
+    follower = body["threads"]["model-follower"]
+    assert not follower["healthy"] and "not a version number" in follower["error"]
+    up = [
+        x.value
+        for x in samples(f"http://127.0.0.1:{port}/metrics")
+        if x.name == "rarecvr_thread_up" and x.labels["thread"] == "model-follower"
+    ]
+    assert up == [0.0]
+    status, scored = post(port, {"candidates": CANDIDATES})
+    assert status == 200 and scored["model_version"] == 1
+    (registry.root / "PINNED").unlink()
+    assert wait_for_readyz(port, 200)["threads"]["model-follower"]["error"] is None
 
 
 def test_bad_requests_get_a_4xx_that_names_the_problem(replica):

@@ -21,6 +21,7 @@ BENCHMARKS.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -31,6 +32,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rarecvr import kafka_auth
+from rarecvr.liveness import Heartbeat
 from trainer.examples import Examples
 
 
@@ -41,6 +43,9 @@ class Batch:
     block: tuple[int, np.ndarray, Examples] | None
     positions: dict[int, int]  #: each partition's next offset to read, after this batch
     caught_up: set[int] = field(default_factory=set)  #: when idle: partitions at their end
+
+
+log = logging.getLogger(__name__)
 
 
 class ExampleFeed:
@@ -55,6 +60,9 @@ class ExampleFeed:
         self._commits: queue.Queue[dict[int, int]] = queue.Queue()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        #: a success: a fetch answered; a failure (the broker away) is retried from the
+        #: positions already handed over, so nothing is read twice or skipped
+        self.heartbeat = Heartbeat("example-feed", stale_after_s=300.0)
         self._thread = threading.Thread(target=self._run, name="example-feed", daemon=True)
 
     def start(self) -> ExampleFeed:
@@ -81,7 +89,13 @@ class ExampleFeed:
     def _run(self) -> None:
         try:
             lower_priority(self.nice)
-            asyncio.run(self._read())
+            while not self._stop.is_set():
+                try:
+                    asyncio.run(self._read())
+                except Exception as error:  # noqa: BLE001 - the feed outlives a broker away
+                    self.heartbeat.failed(error)
+                    log.warning("the example feed failed (%s); reading again in 2 s", error)
+                    self._stop.wait(2)
         except BaseException as error:  # noqa: BLE001 - reported to the trainer by get()
             self._error = error
 
@@ -106,6 +120,8 @@ class ExampleFeed:
             while not self._stop.is_set():
                 await self._commit(consumer, parts)
                 got = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                if got:
+                    self.heartbeat.beat()
                 handed = False
                 for tp, records in sorted(got.items(), key=lambda kv: kv[0].partition):
                     examples, offsets = self.parse(records)
@@ -116,6 +132,7 @@ class ExampleFeed:
                         handed = True
                 if not got:
                     ends = await consumer.end_offsets(list(parts.values()))
+                    self.heartbeat.beat()  # an empty fetch says nothing of a broker away
                     caught_up = {p for p, tp in parts.items() if positions[p] >= ends[tp]}
                     await self._put(consumer, parts, Batch(None, dict(positions), caught_up))
                 elif not handed:  # only dead letters: the positions still move on
@@ -125,10 +142,12 @@ class ExampleFeed:
             await consumer.stop()
 
     async def _put(self, consumer: AIOKafkaConsumer, parts: dict, batch: Batch) -> None:
-        """Queue a batch, committing what the trainer asks while the queue is full."""
+        """Queue a batch, committing what the trainer asks while the queue is full; a read
+        started again starts where the last batch handed over ends."""
         while not self._stop.is_set():
             try:
                 self.batches.put(batch, timeout=0.2)
+                self.start_offsets = dict(batch.positions)
                 return
             except queue.Full:
                 await self._commit(consumer, parts)

@@ -92,7 +92,12 @@ class Registry:
 
     def pinned(self) -> int | None:
         path = self.root / PINNED
-        return int(path.read_text().strip()) if path.exists() else None
+        if not path.exists():
+            return None
+        text = path.read_text(errors="replace").strip()
+        if not text.isdigit():
+            raise RegistryError(f"{path} holds {text[:40]!r}, not a version number")
+        return int(text)
 
     def serving(self) -> int | None:
         """The version replicas should serve: the pinned one, else the latest."""

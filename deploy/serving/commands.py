@@ -31,14 +31,25 @@ from rarecvr import kafka_auth, settings
               envvar="RARECVR_SERVE_SWITCH_INTERVAL_MS",
               help="Python's thread switch interval. Short, so a request waiting for the GIL "
                    "is not held up while a new version loads in the background.")  # fmt: skip
+@click.option(
+    "--stale-after",
+    "stale_after_s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    envvar="RARECVR_SERVE_STALE_AFTER",
+    help="Seconds without a success of the model follower or the assignment reader (the "
+    "broker away) after which /readyz answers 503; /score still answers.",
+)
 def serve(bootstrap, registry, host, port, token, token_file, max_batch, max_body_bytes,
-          unknown_features, switch_interval_ms) -> None:  # fmt: skip
+          unknown_features, switch_interval_ms, stale_after_s) -> None:  # fmt: skip
     """Serve pCVR: POST /score routes each candidate to the hard-only or soft graph by its
     setup's task, and swaps in new model versions without dropping a request.
 
     \b
     POST /score   {"candidates": [{"setup_id": ..., "advertiser_id": ..., "features": {...}}]}
-    GET  /readyz  ready once a model version and the task assignments are loaded
+    GET  /readyz  ready once a model version and the task assignments are loaded, and while
+                  the threads that keep them current work (--stale-after)
     GET  /healthz, /metrics (Prometheus)
     Run several replicas (own --port each) behind a load balancer: each follows the same topics
     and registry and converges on the same version and epoch.
@@ -57,7 +68,7 @@ def serve(bootstrap, registry, host, port, token, token_file, max_batch, max_bod
     cfg = ReplicaConfig(bootstrap=kafka_auth.connect(bootstrap),
                         registry=registry or settings.home() / "registry", token=token,
                         max_batch=max_batch, max_body_bytes=max_body_bytes,
-                        unknown_features=unknown_features)  # fmt: skip
+                        unknown_features=unknown_features, stale_after_s=stale_after_s)  # fmt: skip
     sys.setswitchinterval(switch_interval_ms / 1000)
     replica = Replica(cfg).start()
     try:

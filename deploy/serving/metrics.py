@@ -20,7 +20,3 @@ REFUSED = Counter("rarecvr_serving_refused_versions_total", "Versions refused, b
                   ["reason"])  # fmt: skip
 VERSION = Gauge("rarecvr_serving_model_version", "The model version serving now.")
 EPOCH = Gauge("rarecvr_serving_assignment_epoch", "Highest task-assignment epoch seen.")
-FOLLOWER_ERRORS = Counter(
-    "rarecvr_serving_follower_errors_total",
-    "Failures of the model follower (it starts again); see the log.",
-)

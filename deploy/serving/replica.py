@@ -34,6 +34,7 @@ from deploy.serving.graphs import GraphLoader, Graphs, RefusedVersion
 from deploy.serving.routing import route
 from rarecvr import kafka_auth
 from rarecvr.contracts import PEER_TAGS, ContractError, FeatureValue, Id, ModelUpdate, decode
+from rarecvr.liveness import Heartbeat
 from rarecvr.schema import EncodingError, FeatureSchema, encode_records
 from rarecvr.topics import MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
@@ -64,6 +65,8 @@ class ReplicaConfig:
     unknown_features: Literal["ignore", "refuse"] = "refuse"
     rescan_s: float = 5.0
     scoring_threads: int = 2  #: requests scored at once, off the event loop
+    #: ``/readyz`` fails when a background thread's last success is older (scoring goes on)
+    stale_after_s: float = 300.0
 
 
 class Replica:
@@ -71,13 +74,14 @@ class Replica:
         self.cfg = cfg
         self.registry = Registry(cfg.registry)
         self.loader = GraphLoader(self.registry)
-        self.reader = AssignmentReader(cfg.bootstrap)
+        self.reader = AssignmentReader(cfg.bootstrap, stale_after_s=cfg.stale_after_s)
         self.graphs: Graphs | None = None
         self._swap = threading.Lock()  #: makes reading the reference and holding it one step
-        self._refused: tuple[int, str] | None = None  #: logged once, not on every rescan
+        self.refused: tuple[int, str] | None = None  #: logged once, not on every rescan
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="model-follower", daemon=True)
-        self.follower_alive_at = time.monotonic()  #: when the follower last polled
+        #: a success: the registry read and the broker's end of the updates topic told
+        self.follower = Heartbeat("model-follower", cfg.stale_after_s)
 
     # -- keeping current ----------------------------------------------------------------------
     def start(self) -> Replica:
@@ -103,20 +107,21 @@ class Replica:
             return
         if current is not None and target < current and target != self.registry.pinned():
             return  # an older version is served only when pinned
-        if announced is None and self._refused and self._refused[0] == target:
+        if announced is None and self.refused and self.refused[0] == target:
             return  # refused already: tried again only when an event announces it
         sha = announced.manifest_sha256 if announced and announced.version == target else None
         started = time.perf_counter()
         try:
             graphs = self.loader.load(target, sha)
         except RefusedVersion as refused:
-            if self._refused != (target, refused.reason):
+            if self.refused != (target, refused.reason):
                 metrics.REFUSED.labels(refused.reason).inc()
                 log.error("%s; still serving %s", refused, current)
-            self._refused = (target, refused.reason)
+            self.refused = (target, refused.reason)
             return
         with self._swap:
             previous, self.graphs = self.graphs, graphs  # the swap: one reference
+        self.refused = None
         if previous is None:
             self.loader.reserve(graphs)
         self.loader.retire(previous)
@@ -135,7 +140,7 @@ class Replica:
             try:
                 self._follow_once()
             except Exception as error:  # noqa: BLE001 - the follower must outlive any failure
-                metrics.FOLLOWER_ERRORS.inc()
+                self.follower.failed(error)
                 log.exception("the model follower failed (%s); following again in 5 s", error)
                 self._stop.wait(5)
 
@@ -146,7 +151,7 @@ class Replica:
         tp = TopicPartition(MODEL_UPDATES.name, 0)
         consumer.assign([tp])
         consumer.seek_to_end(tp)
-        last_scan = time.monotonic()
+        last_scan = 0.0
         try:
             while not self._stop.is_set():
                 for records in consumer.poll(timeout_ms=100).values():
@@ -157,8 +162,9 @@ class Replica:
                             log.error("skipped a malformed model update: %s", error)
                 if time.monotonic() - last_scan > self.cfg.rescan_s:
                     self.refresh()
+                    consumer.end_offsets([tp], timeout_ms=10_000)  # the broker is there
+                    self.follower.beat()
                     last_scan = time.monotonic()
-                self.follower_alive_at = time.monotonic()
         finally:
             consumer.close()
 
@@ -292,13 +298,23 @@ def create_app(replica: Replica) -> web.Application:
         return web.json_response({"ok": True})
 
     async def readyz(request):  # noqa: ARG001
+        """Ready: a model and the assignments loaded, and both threads that keep them current
+        working (a broker away longer than ``stale_after_s`` makes the replica unready; it
+        still scores with what it has)."""
         graphs = replica.graphs
-        polled = round(time.monotonic() - replica.follower_alive_at, 1)
-        body = {"ready": replica.ready, "model_version": graphs.version if graphs else None,
-                "assignments_loaded": replica.reader.ready,
-                "assignment_epoch": replica.reader.view.max_epoch,
-                "model_follower_polled_s_ago": polled}  # fmt: skip
-        return web.json_response(body, status=200 if replica.ready else 503)
+        threads = {b.thread: b.status() for b in (replica.follower, replica.reader.heartbeat)}
+        ready = replica.ready and all(t["healthy"] for t in threads.values())
+        body = {
+            "ready": ready,
+            "model_version": graphs.version if graphs else None,
+            "assignments_loaded": replica.reader.ready,
+            "assignment_epoch": replica.reader.view.max_epoch,
+            "threads": threads,
+            "refused": dict(zip(("version", "reason"), replica.refused, strict=True))
+            if replica.refused
+            else None,
+        }
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request):  # noqa: ARG001
         return web.Response(body=generate_latest(),
