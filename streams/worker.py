@@ -54,7 +54,7 @@ from rarecvr.topics import (
     EVENT_PARTITIONS,
     LABELED_EXAMPLES,
 )
-from streams import cvr, metrics
+from streams import cvr, faust_commit, metrics
 from streams.attribution import (
     Count,
     CvrDelta,
@@ -158,6 +158,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         producer_max_batch_size=512 * 1024,
         **kafka_auth.auth_for(cfg.bootstrap).faust(),
     )
+    app.transport = faust_commit.Transport(app.conf.broker_consumer, app)
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(CLICKS.name, CONVERSIONS.name, **raw)
     labeled = app.topic(LABELED_EXAMPLES.name, **raw)

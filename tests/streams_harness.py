@@ -82,7 +82,8 @@ def wait_caught_up(bootstrap: str, group: str, workers: Workers, timeout: float 
         for name, proc in workers.procs.items():
             assert proc.poll() is None, f"worker {name} died:\n{workers.log(name)}"
         time.sleep(1)
-    raise AssertionError(f"workers did not catch up: {group_progress(bootstrap, group)}")
+    logs = "\n".join(f"--- {name}:\n{workers.log(name)}" for name in workers.procs)
+    raise AssertionError(f"workers did not catch up: {group_progress(bootstrap, group)}\n{logs}")
 
 
 def read_topic(bootstrap: str, topic) -> list:
