@@ -50,7 +50,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port``. SO_REUSEADDR as Java's server sockets set it:
+    connections of a server just stopped (in TIME_WAIT) do not keep its port."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
