@@ -8,6 +8,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from rarecvr import kafka_auth
 from rarecvr.contracts import ContractError, FeatureSchemaRecord, decode, encode
+from rarecvr.malformed import skipped
 from rarecvr.produce import Record, produce
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import FEATURE_SCHEMA, ensure_topics
@@ -49,7 +50,8 @@ def latest_schema(bootstrap: str, wait_s: float = 0.0) -> tuple[FeatureSchema, s
                     for record in records:
                         try:
                             event = decode(FeatureSchemaRecord, record.value or b"")
-                        except ContractError:
+                        except ContractError as error:
+                            skipped(FEATURE_SCHEMA.name, error)
                             continue  # a malformed record does not hide the last good one
                         found = FeatureSchema(tuple(event.categorical), tuple(event.numeric))
                         found = (found, event.source)

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from rarecvr import kafka_auth
 from rarecvr.contracts import ContractError, TaskAssignment, decode
 from rarecvr.liveness import Heartbeat
+from rarecvr.malformed import skipped
 from rarecvr.topics import TASK_ASSIGNMENTS
 from stabilizer.policy import PolicyParams
 from stabilizer.view import AssignmentView
@@ -42,7 +43,7 @@ class AssignmentReader:
     ):
         self.bootstrap = bootstrap
         self.topic = topic or TASK_ASSIGNMENTS.name
-        self.view = AssignmentView(params)
+        self.view = AssignmentView(params, settled=True)
         self.lock = threading.Lock()
         self.malformed = 0
         #: a success: the broker told the topic's end offsets (checked every ``CHECK_S``)
@@ -111,6 +112,7 @@ class AssignmentReader:
                     for records in batches.values():
                         for record in records:
                             self._apply(record.value)
+                    self.view.settle()  # cold starts worked out here, not on a request
                 if not self.ready and all(consumer.position(tp) >= ends[tp] for tp in parts):
                     self._ready.set()
                 if self.heartbeat.age_s > CHECK_S:  # a poll says nothing of a broker away
@@ -124,4 +126,4 @@ class AssignmentReader:
             self.view.apply(decode(TaskAssignment, value))
         except ContractError as error:
             self.malformed += 1
-            log.warning("skipped a malformed task assignment: %s", error)
+            skipped(self.topic, error)

@@ -36,8 +36,12 @@ from stabilizer.policy import Evidence, PolicyParams, decide
 class AssignmentView:
     """Latest assignment per setup (highest epoch wins) with the history seen since start."""
 
-    def __init__(self, params: PolicyParams | None = None):
+    def __init__(self, params: PolicyParams | None = None, settled: bool = False):
         self.params = params or PolicyParams()
+        #: True where a reader thread calls :meth:`settle` after each batch of records: then a
+        #: cold start on the request path reads a settled answer and never fits a prior
+        self.settled = settled
+        self._unsettled = False
         self.latest: dict[str, TaskAssignment] = {}
         self.history: dict[str, list[tuple[int, str, int]]] = {}  # (valid_from, task, epoch)
         self.book = self.params.peer_book()  #: each setup's latest evidence, by peer group
@@ -59,8 +63,19 @@ class AssignmentView:
         self.book.update(assignment.setup_id, group,
                          float(assignment.evidence.get("clicks", 0.0)),
                          float(assignment.evidence.get("conversions", 0.0)))  # fmt: skip
-        self._cold.clear()  # the prior mixes in the population: every group's answer may move
+        # The prior mixes in the population: every group's answer may move.
+        if self.settled:
+            self._unsettled = True
+        else:
+            self._cold.clear()
         return True
+
+    def settle(self) -> None:
+        """Work out every peer group's cold-start answer now, after records were applied."""
+        if self._unsettled:
+            self._unsettled = False
+            groups = [group for group, members in self.book.groups.items() if members]
+            self._cold = {group: self._cold_answer(group) for group in groups}
 
     def task(self, setup_id: str, group: str | None = None) -> tuple[str, int]:
         """(task, epoch) for routing now; epoch 0 marks a cold-start answer."""
@@ -99,10 +114,13 @@ class AssignmentView:
         if not self.book.groups.get(group):
             return self.params.cold_start_task
         task = self._cold.get(group)
-        if task is None:  # kept in a local: the reader's thread may clear the cache meanwhile
-            prior = self.book.prior(group) or self.params.default_prior()
-            task = self._cold[group] = decide(None, Evidence(0.0, 0.0), prior, 0, self.params).task
+        if task is None:  # kept in a local: the reader's thread may replace the cache meanwhile
+            task = self._cold[group] = self._cold_answer(group)
         return task
+
+    def _cold_answer(self, group: str) -> str:
+        prior = self.book.prior(group) or self.params.default_prior()
+        return decide(None, Evidence(0.0, 0.0), prior, 0, self.params).task
 
     def snapshot(self) -> dict[str, dict]:
         return {setup: a.model_dump() for setup, a in self.latest.items()}

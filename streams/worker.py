@@ -375,6 +375,8 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             try:
                 message = orjson.loads(event.value)
                 setup = message["setup_id"]
+                if not isinstance(setup, str):
+                    raise TypeError(f"setup_id must be a string, got {setup!r:.80}")
                 entries = message["deltas"] if message.get("v") == 2 else [message]  # v1: one
                 state, applied = setups.get(setup), []
                 for delta in entries:

@@ -255,6 +255,31 @@ def wait_for_readyz(port: int, status: int, timeout: float = 60) -> dict:
     raise AssertionError(f"/readyz did not answer {status} within {timeout} s: {body}")
 
 
+#: records no rarecvr stage writes: not JSON, not an object, fields missing, a tombstone
+POISON = [b"not json", b"[1, 2]", b'{"setup_id": 5}', None]
+
+
+@pytest.mark.timeout(300)
+def test_poisoned_assignment_and_model_update_records_are_skipped_and_counted(replica, report):
+    port, registry, producer, _ = replica
+    for value in POISON:
+        producer.send(TASK_ASSIGNMENTS.name, key=b"s-soft", value=value)
+        producer.send(MODEL_UPDATES.name, key=b"model", value=value)
+    moved = TaskAssignment(
+        setup_id="s-soft", task="hard", epoch=4, reason="test", evidence={}, valid_from_ms=0
+    )
+    producer.send(TASK_ASSIGNMENTS.name, key=b"s-soft", value=encode(moved))
+    good = publish(registry, producer, seed=2)  # after the poison on both topics
+    wait_for_version(port, good)
+    deadline = time.monotonic() + 30
+    while post(port, {"candidates": CANDIDATES})[1]["results"][1]["task"] != "hard":
+        assert time.monotonic() < deadline, "the assignment after the poison was not read"
+        time.sleep(0.2)
+    assert metric(port, "rarecvr_malformed_records_skipped_total") == 2 * len(POISON)
+    assert readyz(port)[0] == 200
+    report(f"serving: {2 * len(POISON)} poisoned records skipped and counted, v{good} swapped in")
+
+
 @pytest.mark.timeout(300)
 def test_a_garbage_pinned_file_makes_the_replica_unready_while_it_serves_on(replica):
     port, registry, *_ = replica

@@ -182,3 +182,28 @@ def test_a_cold_start_answer_follows_evidence_from_other_groups():
     for i in range(20):  # many common setups elsewhere: the population's CVR rises
         apply(f"common{i}", "travel/landing_page_view", 10_000, 2_000)
     assert view.task("new", group="retail/purchase") == ("soft", 0)
+
+
+def test_a_settled_view_answers_cold_starts_as_the_lazy_one_without_a_fit_per_request():
+    params = PolicyParams(alpha=0.01, tag_noise=0.2)
+    lazy, settled = AssignmentView(params), AssignmentView(params, settled=True)
+    groups = {"retail/purchase": (10_000, 10), "travel/landing_page_view": (10_000, 2_000)}
+    for view in (lazy, settled):
+        for i, (group, (clicks, conversions)) in enumerate(list(groups.items()) * 10):
+            evidence = {"clicks": clicks, "conversions": conversions, "group": group}
+            record = TaskAssignment(
+                setup_id=f"s{i}",
+                task="soft",
+                epoch=1,
+                reason="test",
+                evidence=evidence,
+                valid_from_ms=0,
+            )
+            view.apply(record)
+    settled.settle()  # what the reader's thread does after a batch of records
+    fits = []
+    settled.book.prior = fits.append  # a prior fitted on the request path would land here
+    for group in groups:
+        assert settled.task("new", group=group) == lazy.task("new", group=group)
+    assert {lazy.task("new", group=g)[0] for g in groups} == {"hard", "soft"}
+    assert fits == []

@@ -9,7 +9,10 @@ import urllib.request
 from collections import Counter
 
 import pytest
+from kafka import KafkaProducer
 
+from rarecvr import kafka_auth
+from rarecvr.topics import CVR_DELTAS
 from tests.streams_harness import (
     assert_matches_batch,
     dead_letters,
@@ -36,6 +39,34 @@ def test_labels_and_cvr_equal_batch_and_malformed_events_are_dead_lettered(stack
         text = r.read().decode()
     assert 'rarecvr_stream_outcomes_total{outcome="duplicate_click"}' in text
     report(f"streams: {len(truth)} labels equal batch; {malformed} malformed dead-lettered")
+
+
+#: records on the internal deltas topic that no worker writes: not JSON, not an object, a
+#: setup id that is not a string, a delta of the wrong type, a tombstone
+POISONED_DELTAS = [
+    b"not json",
+    b"[1, 2]",
+    b'{"v": 2, "setup_id": 5, "deltas": []}',
+    b'{"v": 2, "setup_id": "s1", "deltas": [{"kind": "click", "ts_ms": "soon"}]}',
+    None,
+]
+
+
+def test_poisoned_cvr_deltas_are_dead_lettered_and_the_count_agent_goes_on(stack, report):
+    bootstrap, workers, group = stack
+    producer = KafkaProducer(**kafka_auth.kafka_python(bootstrap))
+    for value in POISONED_DELTAS:
+        producer.send(CVR_DELTAS.name, key=b"s1", value=value, partition=0)
+    producer.close()
+    send(bootstrap, 5_000)
+    workers.start("w1")
+    wait_caught_up(bootstrap, group, workers)
+    truth = assert_matches_batch(bootstrap, workers, "w1")  # the CVR state too
+    letters = [letter for letter in dead_letters(bootstrap) if letter["topic"] == CVR_DELTAS.name]
+    assert len(letters) == len(POISONED_DELTAS)
+    assert {letter["reason"] for letter in letters} == {"cvr_delta.<event>"}
+    assert all("unreadable" in letter["detail"] for letter in letters)
+    report(f"streams: {len(letters)} poisoned CVR deltas dead-lettered, {len(truth)} labels after")
 
 
 @pytest.mark.timeout(600)

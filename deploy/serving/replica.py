@@ -35,6 +35,7 @@ from deploy.serving.routing import route
 from rarecvr import kafka_auth
 from rarecvr.contracts import PEER_TAGS, ContractError, FeatureValue, Id, ModelUpdate, decode
 from rarecvr.liveness import Heartbeat
+from rarecvr.malformed import skipped
 from rarecvr.schema import EncodingError, FeatureSchema, encode_records
 from rarecvr.topics import MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
@@ -159,7 +160,7 @@ class Replica:
                         try:
                             self.refresh(decode(ModelUpdate, record.value))
                         except ContractError as error:
-                            log.error("skipped a malformed model update: %s", error)
+                            skipped(MODEL_UPDATES.name, error)
                 if time.monotonic() - last_scan > self.cfg.rescan_s:
                     self.refresh()
                     consumer.end_offsets([tp], timeout_ms=10_000)  # the broker is there
