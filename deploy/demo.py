@@ -32,6 +32,7 @@ from deploy.kafka.dist import DistError
 from deploy.loadgen import LoadGenerator
 from deploy.report import write
 from deploy.stack import Stack, StageDied
+from model.metrics import pooled_rig
 from rarecvr import settings
 from rarecvr.produce import produce
 from rarecvr.schema_topic import publish_schema
@@ -269,7 +270,10 @@ def served_figures(progressive: list[dict]) -> dict:
     seen = sum(p.get("hard_positives") or 0 for p in progressive)
     gains = [p["hard_rig_vs_constant"] for p in progressive
              if p.get("hard_rig_vs_constant") is not None]  # fmt: skip
+    scored = [(p["hard_rig"], p["hard_examples"], p["hard_positives"])
+              for p in progressive if p.get("hard_rig") is not None]  # fmt: skip
     return {"served_hard_calibration": expected / seen if seen else None,
+            "served_hard_rig_pooled": pooled_rig(scored),
             "windows_above_constant": sum(g > 0 for g in gains),
             "windows_scored": len(gains)}  # fmt: skip
 
@@ -289,10 +293,16 @@ def headline(summary: dict) -> str:
         return (f"{before}No served version was scored on live hard clicks: the live windows held "
                 f"none (the stabilizer had assigned no setup to the hard task in the event time "
                 f"the worker processed).{soft_part}")  # fmt: skip
-    better = "better" if min(first, last) > 0 else "not always better"
-    cal = summary["served_hard_calibration"]
+    pooled, cal = summary["served_hard_rig_pooled"], summary["served_hard_calibration"]
+    if pooled <= 0:
+        better = "not better"
+    elif summary["windows_above_constant"] < summary["windows_scored"]:
+        better = "better over the whole run, though not in every window,"
+    else:
+        better = "better"
     return (f"{before}The served model was {better} than a constant on live hard traffic: "
-            f"progressive hard RIG {first:.3f} on the first window scored and {last:.3f} on the "
+            f"progressive hard RIG {pooled:.3f} over every window with hard conversions, "
+            f"{first:.3f} on the first window scored and {last:.3f} on the "
             f"last, above a constant in {summary['windows_above_constant']} of "
             f"{summary['windows_scored']} windows, predicting "
             f"{'-' if cal is None else f'{cal:.2f}'}x the hard conversions seen.")  # fmt: skip

@@ -47,6 +47,27 @@ def rig(labels, probs) -> float:
     return 1.0 - log_loss(y, p) / entropy(y.mean())
 
 
+def pooled_rig(windows: list[tuple[float, int, int]]) -> float | None:
+    """The RIG of windows scored one by one, ``(rig, examples, positives)`` each, as if scored
+    together: each window's log loss is ``(1 - rig) * H(its mean label)``, and the pooled
+    denominator is the entropy of all their labels. None without a window.
+
+    >>> a, b = ([1, 0, 0, 0], [0.6, 0.2, 0.1, 0.3]), ([0, 1, 0, 0, 0, 0], [0.1, 0.3] + [0.2] * 4)
+    >>> together = rig(a[0] + b[0], a[1] + b[1])
+    >>> parts = [(rig(y, p), len(y), sum(y)) for y, p in (a, b)]
+    >>> round(pooled_rig(parts), 9) == round(together, 9)
+    True
+    """
+    if not windows:
+        return None
+    n = sum(examples for _, examples, _ in windows)
+    k = sum(positives for _, _, positives in windows)
+    loss = sum(
+        (1 - r) * examples * entropy(positives / examples) for r, examples, positives in windows
+    )
+    return 1.0 - loss / (n * entropy(k / n))
+
+
 def auc(labels, scores) -> float:
     """Exact ROC AUC (ties count one half), by the Mann-Whitney rank statistic."""
     y = np.asarray(labels, dtype=np.float64)

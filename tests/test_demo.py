@@ -36,4 +36,5 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     assert os.path.getsize(summary["report"]) > 20_000  # the plots are in it
     report(f"demo (3.5 min): {summary['versions_published']} versions published, served "
            f"{summary['versions_served']}, {summary['requests']} requests, 0 failed; hard RIG "
-           f"{summary['first_hard_rig']} -> {summary['last_hard_rig']}")  # fmt: skip
+           f"{summary['first_hard_rig']} -> {summary['last_hard_rig']}, pooled "
+           f"{summary['served_hard_rig_pooled']}")  # fmt: skip
