@@ -6,20 +6,39 @@ shares (see :mod:`rarecvr.settings`).
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from deploy.demo import demo
-from deploy.kafka.commands import kafka
-from deploy.serving.commands import serve
-from model.commands import research
 from rarecvr import __version__, kafka_auth, settings
-from simulator.commands import simulate
-from streams.commands import replay, worker
-from trainer.commands import model, train
+
+#: each stage's commands, imported when run (``rarecvr kafka up`` loads no TensorFlow), in the
+#: order of the data flow
+STAGE_COMMANDS = {
+    "kafka": "deploy.kafka.commands:kafka",
+    "simulate": "simulator.commands:simulate",
+    "demo": "deploy.demo:demo",
+    "replay": "streams.commands:replay",
+    "worker": "streams.commands:worker",
+    "train": "trainer.commands:train",
+    "model": "trainer.commands:model",
+    "research": "model.commands:research",
+    "serve": "deploy.serving.commands:serve",
+}
 
 
 class Commands(click.Group):
-    """Errors of set-up (no broker, credentials it refuses) end a command with their message."""
+    """The composition root: stage commands loaded by name, and errors of set-up (no broker,
+    credentials it refuses) that end a command with their message."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*STAGE_COMMANDS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx, name):
+        if name in STAGE_COMMANDS:
+            module, attr = STAGE_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx):
         try:
@@ -47,23 +66,12 @@ def main() -> None:
     """
 
 
-main.add_command(kafka)
-main.add_command(simulate)
-main.add_command(demo)
-main.add_command(research)
-main.add_command(worker)
-main.add_command(replay)
-main.add_command(train)
-main.add_command(model)
-main.add_command(serve)
-
-
 @main.command()
 @click.argument("topic")
 @click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Valid events to print.")
 def peek(topic: str, bootstrap: str | None, limit: int) -> None:
-    """Read TOPIC (e.g. clicks) from the start and check every record against its contract.
+    """Read TOPIC (clicks, for one) from the start and check every record against its contract.
 
     Prints the first valid events, every malformed one with its offset and the field that is
     wrong, and a count of each. Exits 1 if any record is malformed.
