@@ -1,5 +1,6 @@
-"""Faust's commit offset with an offset acknowledged twice: Faust alone stalls at the first
-duplicate, the worker's transport (streams.faust_commit) commits the whole run."""
+"""Faust's commit offset against the worker's transport (streams.faust_commit), side by side:
+offsets acknowledged twice, a hole of one offset at the head, and offsets the fetcher saw
+skipped."""
 
 import faust
 import pytest
@@ -8,35 +9,40 @@ from faust.types import TP
 
 from streams import faust_commit
 
+TOPIC = TP("clicks", 0)
+
 
 async def _noop(*args):
     return None
 
 
-def consumer(transport_class):
+def new_offset(transport_class, committed: int, acked: list[int], gap=None) -> int | None:
     app = faust.App("test-commit", broker="kafka://127.0.0.1:9")
-    transport = transport_class(app.conf.broker_consumer, app)
-    return transport.create_consumer(
+    consumer = transport_class(app.conf.broker_consumer, app).create_consumer(
         callback=_noop, on_partitions_revoked=_noop, on_partitions_assigned=_noop
     )
+    consumer._committed_offset[TOPIC] = committed
+    consumer._acked[TOPIC] = list(acked)
+    consumer._acked_index[TOPIC] = set(acked)
+    if gap is not None:
+        consumer._gap[TOPIC].addi(*gap)
+    return consumer._new_offset(TOPIC)
 
 
-@pytest.mark.parametrize(
-    ("transport", "expected"), [(faust_driver.Transport, 6), (faust_commit.Transport, 8)]
-)
+@pytest.mark.parametrize(("transport", "expected"), [(faust_driver, 6), (faust_commit, 8)])
 def test_offsets_acknowledged_twice_are_committed_in_one_step(transport, expected):
-    c = consumer(transport)
-    tp = TP("clicks", 0)
-    c._committed_offset[tp] = 5
-    c._acked[tp] = [5, 5, 6, 6, 7]
-    c._acked_index[tp] = {5, 6, 7}
-    assert c._new_offset(tp) == expected
+    assert new_offset(transport.Transport, 5, [5, 5, 6, 6, 7]) == expected
 
 
-def test_a_gap_still_holds_the_commit():
-    c = consumer(faust_commit.Transport)
-    tp = TP("clicks", 0)
-    c._committed_offset[tp] = 5
-    c._acked[tp] = [8, 8, 9]  # 5..7 not acknowledged yet
-    c._acked_index[tp] = {8, 9}
-    assert c._new_offset(tp) is None
+@pytest.mark.parametrize(("transport", "expected"), [(faust_driver, 8), (faust_commit, None)])
+def test_an_unacknowledged_next_offset_holds_the_commit(transport, expected):
+    # offset 5 is in flight (or was dropped at a rebalance): committing 8 would lose it
+    assert new_offset(transport.Transport, 5, [6, 7]) == expected
+
+
+def test_offsets_the_fetcher_saw_skipped_count_as_acknowledged():
+    assert new_offset(faust_commit.Transport, 5, [7, 8], gap=(5, 7)) == 9
+
+
+def test_a_larger_hole_holds_the_commit_as_in_faust():
+    assert new_offset(faust_commit.Transport, 5, [8, 9]) is None
