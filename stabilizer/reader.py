@@ -45,7 +45,6 @@ class AssignmentReader:
         self.topic = topic or TASK_ASSIGNMENTS.name
         self.view = AssignmentView(params, settled=True)
         self.lock = threading.Lock()
-        self.malformed = 0
         #: a success: the broker told the topic's end offsets (checked every ``CHECK_S``)
         self.heartbeat = Heartbeat("assignment-reader", stale_after_s)
         self._ready = threading.Event()
@@ -125,5 +124,4 @@ class AssignmentReader:
         try:
             self.view.apply(decode(TaskAssignment, value))
         except ContractError as error:
-            self.malformed += 1
             skipped(self.topic, error)

@@ -39,6 +39,9 @@ class Consumer(driver.Consumer):
                 acked.extend(range(interval.begin, interval.end))
             gaps.chop(0, max(acked) + 1)
         committed = self._committed_offset[tp]
+        if committed is not None:  # acknowledged again while their commit was in flight
+            done = {o for o in acked if o < committed}
+            self._acked_index[tp].difference_update(done)
         acked[:] = sorted({o for o in acked if committed is None or o >= committed})
         if not acked or (committed is not None and acked[0] > committed):
             return None  # the next offset is in flight, or will be read again
