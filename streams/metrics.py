@@ -29,3 +29,8 @@ SETUPS = Counter(
 )
 LAG = Gauge("rarecvr_stream_consumer_lag", "Records not yet consumed, by topic and partition.",
             ["topic", "partition"])  # fmt: skip
+RESEEKS = Counter(
+    "rarecvr_stream_partition_reseeks_total",
+    "Partitions read again from their committed offset after a record was never acknowledged.",
+    ["topic"],
+)
