@@ -1,5 +1,6 @@
-"""The broker goes away and comes back while a worker, a replica and the trainer's example feed
-run: nothing is lost or read twice, and the replica answers throughout.
+"""The broker goes away and comes back while a worker, a replica, a trainer and the trainer's
+example feed run: nothing is lost or read twice, the trainer trains every label once, and the
+replica answers throughout.
 
 The test has a broker of its own (stopping the session's would break the other tests).
 """
@@ -19,12 +20,21 @@ from deploy.kafka import Broker, fetch
 from deploy.kafka.broker import free_port
 from rarecvr.contracts import split_lines
 from rarecvr.produce import produce
+from rarecvr.schema_topic import publish_schema
 from rarecvr.topics import LABELED_EXAMPLES, ensure_topics
 from simulator import Marketplace, SimConfig
 from simulator.events import event_stream
-from tests.streams_harness import Workers, assert_matches_batch, environment, wait_caught_up
+from simulator.tables import SCHEMA
+from tests.streams_harness import (
+    WINDOW_MS,
+    Workers,
+    assert_matches_batch,
+    environment,
+    wait_caught_up,
+)
 from tests.test_serving import CANDIDATES, TOKEN, post, readyz, wait_for_readyz, write_version
 from trainer.feed import ExampleFeed
+from trainer.loop import TrainerState
 from trainer.registry import Registry
 
 OUTAGE_S = 25
@@ -39,6 +49,10 @@ def click_ids(records: list) -> tuple[list[str], np.ndarray]:
             ids.append(json.loads(line)["click_id"])
             offsets.append(record.offset)
     return ids, np.array(offsets, dtype=np.int64)
+
+
+def trained(state_file) -> list[dict]:
+    return TrainerState.load(state_file).history if state_file.exists() else []
 
 
 def drain(feed: ExampleFeed, into: list[str], seconds: float) -> None:
@@ -57,9 +71,10 @@ def test_a_broker_restart_loses_nothing_and_the_replica_answers_throughout(tmp_p
     bootstrap = info.bootstrap
     env = environment("rarecvr.")
     workers = Workers(bootstrap, tmp_path, env)
-    serve = feed = None
+    serve = feed = trainer = None
     try:
         ensure_topics(bootstrap)
+        publish_schema(bootstrap, SCHEMA, "simulator")
         events = list(
             event_stream(Marketplace(SimConfig(clicks=4_000, advertisers=40, days=2.0, seed=11)))
         )
@@ -91,6 +106,16 @@ def test_a_broker_restart_loses_nothing_and_the_replica_answers_throughout(tmp_p
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
         )
+        state_file = tmp_path / "trainer" / "state.json"
+        trainer_log = tmp_path / "train.log"
+        with open(trainer_log, "wb") as out:
+            trainer = subprocess.Popen(
+                [sys.executable, "-m", "rarecvr.cli", "train", "--bootstrap", bootstrap,
+                 "--registry", str(tmp_path / "trained"), "--state-dir", str(state_file.parent),
+                 "--window-hours", "6", "--attribution-days", str(WINDOW_MS / 86_400_000),
+                 "--hash-buckets", "2000", "--close-idle-seconds", "5", "--metrics-port", "0"],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+            )  # fmt: skip
         feed = ExampleFeed(
             bootstrap,
             LABELED_EXAMPLES.name,
@@ -127,15 +152,28 @@ def test_a_broker_restart_loses_nothing_and_the_replica_answers_throughout(tmp_p
         assert len(read) == len(set(read)) == len(truth), "the feed lost or re-read examples"
         assert set(read) == set(truth)
         assert wait_for_readyz(port, 200, timeout=60)["threads"]["assignment-reader"]["healthy"]
+
+        deadline = time.monotonic() + 300  # the trainer trains every label once, in order
+        while sum(w["examples"] for w in trained(state_file)) < len(truth):
+            assert trainer.poll() is None, trainer_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, trainer_log.read_text()[-3000:]
+            time.sleep(1)
+        windows = trained(state_file)
+        assert sum(w["examples"] for w in windows) == len(truth), windows
+        assert [w["window"] for w in windows] == list(range(len(windows)))
+        for before_, after in zip(windows, windows[1:], strict=False):
+            assert after["start_offsets"] == before_["end_offsets"]
         report(
             f"faults: broker away {OUTAGE_S} s; {len(statuses)} scores answered 200, "
-            f"{len(truth)} labels equal batch ({before} read before), none read twice"
+            f"{len(truth)} labels equal batch ({before} read before), none read twice; "
+            f"the trainer trained them once in {len(windows)} windows"
         )
     finally:
         if feed is not None:
             feed.stop()
         workers.stop_all()
-        if serve is not None:
-            serve.terminate()
-            serve.wait(timeout=30)
+        for proc in (trainer, serve):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=60)
         broker.stop()

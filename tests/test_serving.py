@@ -4,6 +4,7 @@ while serving goes on; bad requests get a 4xx that says what is wrong."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -250,8 +251,10 @@ def readyz(port: int) -> tuple[int, dict]:
 
 def wait_for_readyz(port: int, status: int, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
+    got, body = None, "not listening"
     while time.monotonic() < deadline:
-        got, body = readyz(port)
+        with contextlib.suppress(urllib.error.URLError):  # not listening yet
+            got, body = readyz(port)
         if got == status:
             return body
         time.sleep(0.3)

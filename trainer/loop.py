@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from model.dcn import SINGLE_TASK, ModelConfig, build
 from model.export import export_version
@@ -383,7 +384,13 @@ class Trainer:
 
     def _schema_drift(self) -> str | None:
         """How the stream's published schema differs from the model's, in words (None: not)."""
-        drift = drift_message(self.cfg.model.features, self.schema_watch and self.schema_watch())
+        try:
+            published = self.schema_watch and self.schema_watch()
+        except KafkaError as error:  # advisory: a broker away must not stop training
+            log.warning("window %d: the published schema is unreadable now (%s)",
+                        self.state.window, error)  # fmt: skip
+            return None
+        drift = drift_message(self.cfg.model.features, published)
         metrics.SCHEMA_DRIFT.set(int(drift is not None))
         if drift:
             log.warning("window %d: %s", self.state.window, drift)
@@ -448,8 +455,11 @@ class Trainer:
             raise RuntimeError(f"registry published {version}, expected {next_version}: "
                                "is another trainer writing to it?")  # fmt: skip
         update = self.registry.update_event("publish", version)
-        self.producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
-        self.producer.flush()
+        try:
+            self.producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
+            self.producer.flush(timeout=30)
+        except KafkaError as error:  # replicas rescan the registry: the swap is only later
+            log.warning("v%d is published, its announcement not sent (%s)", version, error)
 
     def _observe(self, entry: dict) -> None:
         metrics.STATE.labels("window").set(entry["window"] + 1)
