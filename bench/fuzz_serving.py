@@ -36,9 +36,9 @@ from deploy.kafka import Broker, fetch
 from deploy.kafka.broker import free_port
 from model.dcn import ModelConfig, build
 from model.export import export_version
+from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import ensure_topics
-from trainer.registry import Registry
 
 SCHEMA = FeatureSchema(("setup_id", "advertiser_id", "device"), ("recency_days",))
 TOKEN = "fuzz-token"

@@ -47,11 +47,11 @@ from model.dcn import ModelConfig, build
 from model.export import SIGNATURE, export, export_version
 from rarecvr import kafka_auth
 from rarecvr.contracts import encode
+from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.scrape import samples
 from rarecvr.topics import MODEL_UPDATES, ensure_topics
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from trainer.registry import Registry
 
 SPEC = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
 

@@ -42,6 +42,7 @@ from model.export import export_version
 from model.training import fit
 from rarecvr.contracts import TaskAssignment, decode
 from rarecvr.produce import produce
+from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import ensure_topics
 from simulator import Marketplace, SimConfig
@@ -50,7 +51,6 @@ from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from stabilizer.view import AssignmentView
 from trainer.examples import Examples, parse
 from trainer.loop import Trainer, TrainerConfig
-from trainer.registry import Registry
 
 HOUR_MS = 3_600_000
 

@@ -20,6 +20,7 @@ from deploy.kafka import Broker, fetch
 from deploy.kafka.broker import free_port
 from rarecvr.contracts import split_lines
 from rarecvr.produce import produce
+from rarecvr.registry import Registry
 from rarecvr.schema_topic import publish_schema
 from rarecvr.topics import LABELED_EXAMPLES, ensure_topics
 from simulator import Marketplace, SimConfig
@@ -35,7 +36,6 @@ from tests.streams_harness import (
 from tests.test_serving import CANDIDATES, TOKEN, post, readyz, wait_for_readyz, write_version
 from trainer.feed import ExampleFeed
 from trainer.loop import TrainerState
-from trainer.registry import Registry
 
 OUTAGE_S = 25
 STALE_S = 8

@@ -18,7 +18,7 @@ MAY_IMPORT = {
     "stabilizer": {"rarecvr", "streams"},
     "model": {"rarecvr"},
     "trainer": {"rarecvr", "model", "stabilizer"},
-    "deploy": {"rarecvr", "model", "stabilizer", "trainer"},
+    "deploy": {"rarecvr", "model", "stabilizer"},
     "bench": {"rarecvr", "simulator", "streams", "stabilizer", "model", "trainer", "deploy"},
 }
 

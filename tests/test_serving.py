@@ -26,10 +26,10 @@ from deploy.serving.weights import WeightsMismatch
 from model.dcn import ModelConfig, build
 from model.export import export_version
 from rarecvr.contracts import TaskAssignment, encode
+from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.scrape import by_name, samples
 from rarecvr.topics import MODEL_UPDATES, TASK_ASSIGNMENTS, ensure_topics
-from trainer.registry import Registry
 
 SPEC = FeatureSchema(categorical=("setup_id", "advertiser_id", "device"), numeric=("recency_days",))
 CONFIG = ModelConfig(SPEC, hash_buckets=1000, embedding_dim=4, shared_layers=1, tower_units=(8,))

@@ -25,6 +25,7 @@ from model.export import SOFT, load
 from model.training import predict
 from rarecvr.contracts import TaskAssignment
 from rarecvr.produce import produce
+from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema, encode_records
 from rarecvr.schema_topic import publish_schema
 from rarecvr.topics import ensure_topics
@@ -38,7 +39,6 @@ from trainer.gate import judge, score
 from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.loop import Trainer, TrainerConfig, TrainerState
-from trainer.registry import Registry
 from trainer.window_run import WindowRun
 
 HOUR_MS = 3_600_000

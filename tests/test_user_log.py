@@ -25,8 +25,8 @@ from deploy.kafka.broker import free_port
 from model.export import read_architecture
 from model.research_data import from_file
 from model.tasks import TaskRule
+from rarecvr.registry import Registry
 from trainer.loop import TrainerState
-from trainer.registry import Registry
 
 FEATURES = ("ip", "device", "os", "channel")
 START = datetime(2017, 11, 6, 16, 0, tzinfo=UTC).timestamp()  # seconds

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from model.dcn import MultiTaskDCN
-from trainer.files import atomic_write
+from rarecvr.files import atomic_write
 
 
 def save(model: MultiTaskDCN, path: Path) -> Path:

@@ -207,7 +207,7 @@ def model() -> None:
 @registry_option
 def list_versions(registry) -> None:
     """Versions with their window, examples and progressive hard RIG."""
-    from trainer.registry import Registry
+    from rarecvr.registry import Registry
 
     reg = Registry(registry_path(registry))
     serving = reg.serving()
@@ -228,8 +228,8 @@ def change(registry: Path | None, bootstrap: str | None, action: str, apply) -> 
     from kafka import KafkaProducer
 
     from rarecvr.contracts import encode
+    from rarecvr.registry import Registry, RegistryError
     from rarecvr.topics import MODEL_UPDATES
-    from trainer.registry import Registry, RegistryError
 
     reg = Registry(registry_path(registry))
     try:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rarecvr.files import atomic_write
 from rarecvr.schema import FeatureSchema
-from trainer.files import atomic_write
 
 FILE = "schema.json"
 

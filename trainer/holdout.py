@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.files import atomic_write
+from rarecvr.files import atomic_write
 
 HISTORY = "history:"  #: prefix of the history tail's arrays in the saved file
 

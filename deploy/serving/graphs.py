@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from deploy.serving.weights import WeightsReader
 from model.export import SIGNATURE, SOFT, predictor, read_architecture
+from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
-from trainer.registry import Registry
 
 
 class RefusedVersion(Exception):

@@ -36,10 +36,10 @@ from rarecvr import kafka_auth
 from rarecvr.contracts import PEER_TAGS, ContractError, FeatureValue, Id, ModelUpdate, decode
 from rarecvr.liveness import Heartbeat
 from rarecvr.malformed import skipped
+from rarecvr.registry import Registry
 from rarecvr.schema import EncodingError, FeatureSchema, encode_records
 from rarecvr.topics import MODEL_UPDATES
 from stabilizer.reader import AssignmentReader
-from trainer.registry import Registry
 
 log = logging.getLogger("rarecvr.serving")
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rarecvr.contracts import ModelUpdate
-from trainer.files import atomic_write, fsync_dir, fsync_tree
+from rarecvr.files import atomic_write, fsync_dir, fsync_tree
 
 MANIFEST = "manifest.json"
 PINNED = "PINNED"
