@@ -44,9 +44,13 @@ SCHEMA = FeatureSchema(("setup_id", "advertiser_id", "device"), ("recency_days",
 TOKEN = "fuzz-token"
 
 scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))
-anything = st.recursive(scalar, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-    max_leaves=20)  # fmt: skip
+anything = st.recursive(
+    scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 device = st.one_of(st.text(max_size=20), st.integers(-(10**6), 10**6))
 features = st.fixed_dictionaries({}, optional={"device": device, "recency_days": st.floats(0, 1e4)})
 valid_candidate = st.fixed_dictionaries(
@@ -63,19 +67,30 @@ valid_body = st.fixed_dictionaries(
 
 def mutate(body: dict, draw) -> bytes:
     """A valid body broken in one of the ways a client breaks it."""
-    kind = draw(st.sampled_from(["field", "feature", "top", "nan", "huge", "nest", "truncate",
-                                 "utf8", "list", "bytes"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            ["field", "feature", "top", "nan", "huge", "nest", "truncate", "utf8", "list", "bytes"]
+        )
+    )
     candidate = body["candidates"][0]
     if kind == "field":
         candidate[draw(st.sampled_from(["setup_id", "advertiser_id", "features"]))] = draw(anything)
     elif kind == "feature":
         candidate["features"] = {draw(st.text(max_size=70)): draw(anything)}
     elif kind == "top":
-        body = draw(st.one_of(anything, st.just({"candidates": draw(anything)}),
-                              st.just(body | {draw(st.text(max_size=8)): 1})))  # fmt: skip
+        body = draw(
+            st.one_of(
+                anything,
+                st.just({"candidates": draw(anything)}),
+                st.just(body | {draw(st.text(max_size=8)): 1}),
+            )
+        )
     elif kind in ("nan", "huge"):
-        token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"])) if kind == "nan" else (
-            draw(st.sampled_from(["1e400", "-1e309", "1" + "0" * 400, "3.5e38"])))  # fmt: skip
+        token = (
+            draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+            if kind == "nan"
+            else (draw(st.sampled_from(["1e400", "-1e309", "1" + "0" * 400, "3.5e38"])))
+        )
         text = json.dumps(body).replace('"setup_id"', f'"x": {token}, "setup_id"', 1)
         if draw(st.booleans()):
             candidate["features"]["recency_days"] = 0.0
@@ -126,18 +141,32 @@ def strict_json(raw: bytes) -> bool:
 def start_replica(tmp: Path, bootstrap: str) -> tuple[subprocess.Popen, int]:
     sample = {n: np.array([b"a", b"b"]) for n in SCHEMA.categorical}
     sample |= {n: np.array([1.0, 2.0], np.float32) for n in SCHEMA.numeric}
-    config = ModelConfig(SCHEMA, hash_buckets=1000, embedding_dim=4, shared_layers=1,
-                         tower_units=(8,))  # fmt: skip
+    config = ModelConfig(
+        SCHEMA, hash_buckets=1000, embedding_dim=4, shared_layers=1, tower_units=(8,)
+    )
     model = build(config, sample, {"hard": 0.005, "soft": 0.1})
     registry = Registry(tmp / "registry")
     registry.publish(partial(export_version, model), {})
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rarecvr.cli", "serve", "--bootstrap", bootstrap,
-         "--registry", str(registry.root), "--port", str(port), "--max-batch", "100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "rarecvr.cli",
+            "serve",
+            "--bootstrap",
+            bootstrap,
+            "--registry",
+            str(registry.root),
+            "--port",
+            str(port),
+            "--max-batch",
+            "100",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "RARECVR_SERVE_TOKEN": TOKEN},
-    )  # fmt: skip
+    )
     ready = json.dumps({"candidates": [{"setup_id": "s"}]}).encode()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -176,9 +205,14 @@ def main() -> None:
             with Progress() as progress:
                 task = progress.add_task("requests", total=args.requests)
 
-                @settings(max_examples=args.requests, database=None, deadline=None,
-                          derandomize=True, phases=[Phase.generate],
-                          suppress_health_check=list(HealthCheck))  # fmt: skip
+                @settings(
+                    max_examples=args.requests,
+                    database=None,
+                    deadline=None,
+                    derandomize=True,
+                    phases=[Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(st.data())
                 def one(data):
                     body = data.draw(valid_body)
@@ -187,8 +221,10 @@ def main() -> None:
                     if valid:
                         raw = json.dumps(body).encode()
                     elif kind == "token":
-                        raw, token = json.dumps(body).encode(), data.draw(
-                            st.sampled_from([None, "", "wrong", TOKEN + "x"]))  # fmt: skip
+                        raw, token = (
+                            json.dumps(body).encode(),
+                            data.draw(st.sampled_from([None, "", "wrong", TOKEN + "x"])),
+                        )
                     else:
                         raw = mutate(body, data.draw)
                     status, answer = post(port, raw, token)
@@ -210,11 +246,17 @@ def main() -> None:
             broker.stop()
     for what, example in examples.items():
         print(f"{what}, e.g. {example}", file=sys.stderr)
-    print(json.dumps({"requests": counts["requests"],
-                      "responses_5xx": counts["responses_5xx"],
-                      "invalid_json_responses": counts["invalid_json_responses"],
-                      "valid_request_failures": counts["valid_request_failures"],
-                      "statuses": {str(k): v for k, v in sorted(statuses.items())}}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "requests": counts["requests"],
+                "responses_5xx": counts["responses_5xx"],
+                "invalid_json_responses": counts["invalid_json_responses"],
+                "valid_request_failures": counts["valid_request_failures"],
+                "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -69,9 +69,11 @@ def main() -> None:
             batch = {k: tf.constant(v[:size]) for k, v in inputs.items()}
             p50[size] = interleaved_p50_ms(serve, batch, args.iterations)
             result["hard_only_vs_single_task_latency"][str(size)] = round(
-                p50[size]["hard_only"] / p50[size]["single_task"], 3)  # fmt: skip
+                p50[size]["hard_only"] / p50[size]["single_task"], 3
+            )
             result["hard_only_vs_full_mtl_latency"][str(size)] = round(
-                p50[size]["hard_only"] / p50[size]["full_mtl"], 3)  # fmt: skip
+                p50[size]["hard_only"] / p50[size]["full_mtl"], 3
+            )
         batch = {k: tf.constant(v[:1000]) for k, v in inputs.items()}
         hard = serve["hard_only"](**batch)["pcvr"].numpy()
         reference = mtl({k: v[:1000] for k, v in inputs.items()})["hard"].numpy()

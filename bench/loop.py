@@ -98,8 +98,9 @@ def main() -> None:
         int(args.attribution_hours * HOUR_MS),
         int(args.window_hours * HOUR_MS),
     )
-    sim = SimConfig(clicks=args.clicks, days=args.days, seed=args.seed,
-                    attribution_window_ms=attribution_ms)  # fmt: skip
+    sim = SimConfig(
+        clicks=args.clicks, days=args.days, seed=args.seed, attribution_window_ms=attribution_ms
+    )
     market = Marketplace(sim)
     live_from = sim.start_ms + int(args.history_days * DAY_MS)
     table = pa.concat_tables(clicks_table(c, Vocab(market)) for c in generate(market))
@@ -132,19 +133,36 @@ def main() -> None:
                 ("mtl", model),
                 ("single", replace(model, tasks=SINGLE_TASK, loss_weights=(1.0,))),
             ):
-                cfg = TrainerConfig(info.bootstrap, Path(tmp) / f"registry-{name}",
-                                    Path(tmp) / f"state-{name}", config, window_ms, attribution_ms,
-                                    group=f"bench.loop.{name}", close_idle_s=5)  # fmt: skip
+                cfg = TrainerConfig(
+                    info.bootstrap,
+                    Path(tmp) / f"registry-{name}",
+                    Path(tmp) / f"state-{name}",
+                    config,
+                    window_ms,
+                    attribution_ms,
+                    group=f"bench.loop.{name}",
+                    close_idle_s=5,
+                )
                 loops[name] = run_loop(cfg, HistoryLog(history))
         finally:
             broker.stop()
     train_idx, test_idx = np.flatnonzero(train_rows), np.flatnonzero(test_rows & hard)
     cut = int(train_idx.size * 0.9)
     part = lambda rows: ({k: v[rows] for k, v in inputs.items()}, labels[rows], hard[rows])  # noqa: E731
-    offline = fit(model, *part(train_idx[:cut]), epochs=auto_epochs(cut), batch=1024,
-                  validation=part(train_idx[cut:]))  # fmt: skip
-    logistic = fit(logistic_regression(model), *part(train_idx[:cut]), epochs=auto_epochs(cut),
-                   batch=1024, validation=part(train_idx[cut:]))  # fmt: skip
+    offline = fit(
+        model,
+        *part(train_idx[:cut]),
+        epochs=auto_epochs(cut),
+        batch=1024,
+        validation=part(train_idx[cut:]),
+    )
+    logistic = fit(
+        logistic_regression(model),
+        *part(train_idx[:cut]),
+        epochs=auto_epochs(cut),
+        batch=1024,
+        validation=part(train_idx[cut:]),
+    )
     y_test = labels[test_idx]
     offline_rig = metrics.rig(y_test, predict(offline, part(test_idx)[0])["hard"])
     logistic_rig = metrics.rig(y_test, predict(logistic, part(test_idx)[0])["all"])
@@ -153,27 +171,37 @@ def main() -> None:
     served_rig = metrics.rig(y, p)
     single_rig = metrics.rig(*pooled(loops["single"].served, quarter_ms))
     all_y, all_p = pooled(loops["mtl"].served, 0)
-    published = [e["holdout"]["candidate"]["hard_rig"] for e in
-                 [loops["mtl"].state.bootstrap, *loops["mtl"].state.history]
-                 if e and e.get("version") and e["holdout"]["candidate"]]  # fmt: skip
+    published = [
+        e["holdout"]["candidate"]["hard_rig"]
+        for e in [loops["mtl"].state.bootstrap, *loops["mtl"].state.history]
+        if e and e.get("version") and e["holdout"]["candidate"]
+    ]
     published = [r for r in published if r is not None]
-    print(json.dumps({
-        "served_hard_rig": round(served_rig, 4),
-        "offline_hard_rig": round(offline_rig, 4),
-        "oracle_hard_rig": round(oracle_rig, 4),
-        "ratio_to_offline": round(served_rig / offline_rig, 3) if offline_rig > 0 else None,
-        "hard_calibration": round(float(all_p.sum() / all_y.sum()), 3),
-        "single_task_served_hard_rig": round(single_rig, 4),
-        "mtl_vs_single_task_rig_diff": round(served_rig - single_rig, 4),
-        "mtl_vs_single_task_rig_lift": round(metrics.relative_lift(served_rig, single_rig), 4),
-        "min_published_hard_rig": round(min(published), 4) if published else None,
-        "logistic_regression_hard_rig": round(logistic_rig, 4),
-        "windows": len(loops["mtl"].state.history),
-        "versions_published": len(published),
-        "served_hard_examples": int(y.size), "served_hard_positives": int(y.sum()),
-        "offline_hard_examples": int(y_test.size), "offline_hard_positives": int(y_test.sum()),
-        "configuration": vars(args),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "served_hard_rig": round(served_rig, 4),
+                "offline_hard_rig": round(offline_rig, 4),
+                "oracle_hard_rig": round(oracle_rig, 4),
+                "ratio_to_offline": round(served_rig / offline_rig, 3) if offline_rig > 0 else None,
+                "hard_calibration": round(float(all_p.sum() / all_y.sum()), 3),
+                "single_task_served_hard_rig": round(single_rig, 4),
+                "mtl_vs_single_task_rig_diff": round(served_rig - single_rig, 4),
+                "mtl_vs_single_task_rig_lift": round(
+                    metrics.relative_lift(served_rig, single_rig), 4
+                ),
+                "min_published_hard_rig": round(min(published), 4) if published else None,
+                "logistic_regression_hard_rig": round(logistic_rig, 4),
+                "windows": len(loops["mtl"].state.history),
+                "versions_published": len(published),
+                "served_hard_examples": int(y.size),
+                "served_hard_positives": int(y.sum()),
+                "offline_hard_examples": int(y_test.size),
+                "offline_hard_positives": int(y_test.sum()),
+                "configuration": vars(args),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -57,16 +57,25 @@ SPEC = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
 
 
 def candidates(n: int, rng: np.random.Generator) -> list[dict]:
-    return [{"setup_id": f"set{int(rng.integers(0, 900)):05d}", "advertiser_id": "adv0001",
-             "features": {name: f"v{int(rng.integers(0, 50))}" for name in CATEGORICAL_FEATURES
-                          if name not in ("setup_id", "advertiser_id")}
-             | {"recency_days": float(rng.random() * 30)}}
-            for _ in range(n)]  # fmt: skip
+    return [
+        {
+            "setup_id": f"set{int(rng.integers(0, 900)):05d}",
+            "advertiser_id": "adv0001",
+            "features": {
+                name: f"v{int(rng.integers(0, 50))}"
+                for name in CATEGORICAL_FEATURES
+                if name not in ("setup_id", "advertiser_id")
+            }
+            | {"recency_days": float(rng.random() * 30)},
+        }
+        for _ in range(n)
+    ]
 
 
 def post(port: int, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/score", body,
-                                     {"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/score", body, {"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -94,8 +103,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--swaps", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--quiet-s", type=float, default=3.0,
-                        help="load without swaps before each round of 10 swaps")  # fmt: skip
+    parser.add_argument(
+        "--quiet-s",
+        type=float,
+        default=3.0,
+        help="load without swaps before each round of 10 swaps",
+    )
     args = parser.parse_args()
     os.environ["RARECVR_TOPIC_PREFIX"] = "bench."
     sys.setswitchinterval(0.0002)  # the client thread must not wait on this process's GIL
@@ -129,10 +142,22 @@ def main() -> None:
             publish(0)
             port = free_port()
             replica = subprocess.Popen(
-                [sys.executable, "-m", "rarecvr.cli", "serve", "--bootstrap", info.bootstrap,
-                 "--registry", str(registry.root), "--port", str(port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "rarecvr.cli",
+                    "serve",
+                    "--bootstrap",
+                    info.bootstrap,
+                    "--registry",
+                    str(registry.root),
+                    "--port",
+                    str(port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=os.environ.copy(),
+            )
             while post(port, json.dumps({"candidates": candidates(1, rng)}).encode())[0] != 200:
                 time.sleep(0.5)
             result: dict = {}
@@ -209,10 +234,12 @@ def main() -> None:
                 "rss_growth" if args.swaps < 1000 else "rss_growth_1000_swaps": growth,
                 "swaps": args.swaps,
                 "swap_loads": swap_loads(port),
-            }  # fmt: skip
+            }
             batch = {k: tf.constant(v) for k, v in probe(Slot.load(builds[0]).inputs, 100).items()}
-            serve = {n: tf.saved_model.load(str(d)).signatures[SIGNATURE]
-                     for n, d in (("hard_only", builds[0]), ("full_mtl", full_mtl))}  # fmt: skip
+            serve = {
+                n: tf.saved_model.load(str(d)).signatures[SIGNATURE]
+                for n, d in (("hard_only", builds[0]), ("full_mtl", full_mtl))
+            }
             p50 = interleaved_p50_ms(serve, batch, 300)
             result["hard_only_vs_full_mtl_latency"] = round(p50["hard_only"] / p50["full_mtl"], 3)
         finally:

@@ -88,24 +88,28 @@ def changes(task: np.ndarray, from_h: int = 0) -> int:
     return int(((before >= 0) & (after != before)).sum())
 
 
-def evaluate(market: Marketplace, counts: tuple, params: PolicyParams,
-             steady_from_h: int = STEADY_FROM_H) -> dict:  # fmt: skip
+def evaluate(
+    market: Marketplace, counts: tuple, params: PolicyParams, steady_from_h: int = STEADY_FROM_H
+) -> dict:
     """Replay both rules hour by hour over ``hourly_counts(market)``; the benchmark's figures,
     and the same figures from ``steady_from_h`` on (``steady_*``: the first answers and the
     first week's corrections of every setup of the simulated start left out)."""
     clicks, conversions, delays = counts
     cfg = market.cfg
     n, hours = clicks.shape
-    groups = [f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
-              for t, c in zip(market.type_tag, market.category_tag, strict=True)]  # fmt: skip
+    groups = [
+        f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
+        for t, c in zip(market.type_tag, market.category_tag, strict=True)
+    ]
     first_hour = np.where(clicks.sum(1) > 0, np.argmax(clicks > 0, axis=1), hours)
     book = params.peer_book()
     current: list = [None] * n
     policy_task = np.full((n, hours), -1)  # 1 hard, 0 soft, -1 not yet seen
     naive_task = np.full((n, hours), -1)
     truth = np.zeros((n, hours), dtype=bool)
-    for h, mature, conv in track(evidence_by_hour(clicks, conversions, delays), total=hours,
-                                 description="hours"):  # fmt: skip
+    for h, mature, conv in track(
+        evidence_by_hour(clicks, conversions, delays), total=hours, description="hours"
+    ):
         now_ms = cfg.start_ms + (h + 1) * HOUR_MS
         truth[:, h] = market.is_hard(np.arange(n), now_ms)
         seen = np.flatnonzero(first_hour <= h)
@@ -117,16 +121,20 @@ def evaluate(market: Marketplace, counts: tuple, params: PolicyParams,
             if new is not None:
                 current[s] = new
             policy_task[s, h] = current[s].task == "hard"
-        cvr = np.divide(conv[seen], mature[seen], out=np.full(seen.size, np.inf),
-                        where=mature[seen] > 0)  # fmt: skip
+        cvr = np.divide(
+            conv[seen], mature[seen], out=np.full(seen.size, np.inf), where=mature[seen] > 0
+        )
         naive_task[seen, h] = cvr <= params.alpha
     seen_mask = policy_task >= 0
     day_one = seen_mask & (np.arange(hours)[None, :] < first_hour[:, None] + 24)
     steady = seen_mask & (np.arange(hours)[None, :] >= steady_from_h)
 
     def accuracy(task: np.ndarray, mask: np.ndarray, weights: np.ndarray | None = None) -> float:
-        return float(np.average(((task == 1) == truth)[mask],
-                                weights=None if weights is None else weights[mask]))  # fmt: skip
+        return float(
+            np.average(
+                ((task == 1) == truth)[mask], weights=None if weights is None else weights[mask]
+            )
+        )
 
     crossing_delays, never = [], 0
     for s in np.flatnonzero(truth.any(1) & ~truth.all(1)):
@@ -159,11 +167,12 @@ def evaluate(market: Marketplace, counts: tuple, params: PolicyParams,
         "click_weighted_accuracy": round(accuracy(policy_task, seen_mask, clicks), 4),
         "naive_click_weighted_accuracy": round(accuracy(naive_task, seen_mask, clicks), 4),
         "steady_from_h": steady_from_h,
-        "steady_flip_rate_vs_naive": round(changes(policy_task, steady_from_h)
-                                           / max(changes(naive_task, steady_from_h), 1), 4),
+        "steady_flip_rate_vs_naive": round(
+            changes(policy_task, steady_from_h) / max(changes(naive_task, steady_from_h), 1), 4
+        ),
         "steady_accuracy": round(accuracy(policy_task, steady), 4),
         "steady_naive_accuracy": round(accuracy(naive_task, steady), 4),
-    }  # fmt: skip
+    }
     return result
 
 
@@ -171,19 +180,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=5_000_000)
     parser.add_argument("--days", type=float, default=28.0)
-    parser.add_argument("--seed", default="7",
-                        help="a seed, or several (7,8,9): then each seed's figures in by_seed "
-                             "and the top-level ones their mean")  # fmt: skip
+    parser.add_argument(
+        "--seed",
+        default="7",
+        help="a seed, or several (7,8,9): then each seed's figures in by_seed "
+        "and the top-level ones their mean",
+    )
     defaults = PolicyParams()
     parser.add_argument("--confidence", type=float, default=defaults.confidence)
     parser.add_argument("--online-margin", type=float, default=defaults.online_margin)
     parser.add_argument("--dwell-hours", type=float, default=defaults.min_dwell_ms / HOUR_MS)
     parser.add_argument("--tag-noise", type=float, default=defaults.tag_noise)
     args = parser.parse_args()
-    params = PolicyParams(alpha=SimConfig().alpha, confidence=args.confidence,
-                          online_margin=args.online_margin,
-                          min_dwell_ms=int(args.dwell_hours * HOUR_MS),
-                          tag_noise=args.tag_noise)  # fmt: skip
+    params = PolicyParams(
+        alpha=SimConfig().alpha,
+        confidence=args.confidence,
+        online_margin=args.online_margin,
+        min_dwell_ms=int(args.dwell_hours * HOUR_MS),
+        tag_noise=args.tag_noise,
+    )
     started = time.perf_counter()
     by_seed = {}
     for seed in (int(s) for s in args.seed.split(",")):

@@ -81,16 +81,29 @@ def main() -> None:
             events = sum(counts.values())
             raw_s = asyncio.run(consume_all(info.bootstrap, events))
             worker = subprocess.Popen(
-                [sys.executable, "-m", "rarecvr.cli", "worker", "--bootstrap", info.bootstrap,
-                 "--data-dir", str(Path(tmp) / "worker"), "--web-port", str(free_port())],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "rarecvr.cli",
+                    "worker",
+                    "--bootstrap",
+                    info.bootstrap,
+                    "--data-dir",
+                    str(Path(tmp) / "worker"),
+                    "--web-port",
+                    str(free_port()),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=os.environ.copy(),
+            )
             group = "bench.streams"
             start = end = None
             rss, tenths = [], []
             while True:
-                done, total = group_progress(info.bootstrap, group,
-                                             [CLICKS, CONVERSIONS, CVR_DELTAS])  # fmt: skip
+                done, total = group_progress(
+                    info.bootstrap, group, [CLICKS, CONVERSIONS, CVR_DELTAS]
+                )
                 now = time.perf_counter()
                 if start is None and done > 0:
                     start, start_done = now, done
@@ -113,16 +126,20 @@ def main() -> None:
     processed = events * (total - start_done) / total
     worker_rate = processed / (end - start)
     raw_rate = events / raw_s
-    print(json.dumps({
-        "events_per_s_per_worker": round(worker_rate),
-        "raw_consumer_events_per_s": round(raw_rate),
-        "ratio": round(worker_rate / raw_rate, 3),
-        "events": events,
-        "worker_rss_mb_start": round(rss[0], 1),
-        "worker_rss_mb_end": round(rss[-1], 1),
-        "worker_rss_mb_by_tenth": [round(r, 1) for r in tenths],
-        "rss_growth_after_first_tenth": round(rss[-1] / tenths[0] - 1, 3),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "events_per_s_per_worker": round(worker_rate),
+                "raw_consumer_events_per_s": round(raw_rate),
+                "ratio": round(worker_rate / raw_rate, 3),
+                "events": events,
+                "worker_rss_mb_start": round(rss[0], 1),
+                "worker_rss_mb_end": round(rss[-1], 1),
+                "worker_rss_mb_by_tenth": [round(r, 1) for r in tenths],
+                "rss_growth_after_first_tenth": round(rss[-1] / tenths[0] - 1, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -104,12 +104,16 @@ def fit_rate(model: ModelConfig, examples: Examples, hard: np.ndarray, batch: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="fit, then a fresh trainer's window, this many times")  # fmt: skip
-    parser.add_argument("--reader-nice", default=str(TrainerConfig.reader_nice),
-                        help="the trainer's reader priority; several (comma-separated) run a "
-                        "window each per round, side by side, in alternating order, the first "
-                        "giving the main figures")  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="fit, then a fresh trainer's window, this many times"
+    )
+    parser.add_argument(
+        "--reader-nice",
+        default=str(TrainerConfig.reader_nice),
+        help="the trainer's reader priority; several (comma-separated) run a "
+        "window each per round, side by side, in alternating order, the first "
+        "giving the main figures",
+    )
     args = parser.parse_args()
     nices = [int(n) for n in args.reader_nice.split(",")]
     os.environ["RARECVR_TOPIC_PREFIX"] = "bench."
@@ -120,13 +124,23 @@ def main() -> None:
     sim = SimConfig(clicks=int(args.examples / 0.9), days=3.0, attribution_window_ms=6 * HOUR_MS)
     model = ModelConfig(FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES))
     market = Marketplace(sim)
-    reference = window_examples(market, sim.start_ms - sim.start_ms % window_ms, window_ms,
-                                sim.attribution_window_ms, model.features)  # fmt: skip
+    reference = window_examples(
+        market,
+        sim.start_ms - sim.start_ms % window_ms,
+        window_ms,
+        sim.attribution_window_ms,
+        model.features,
+    )
     hard = reference.hard(assignments_of(market))
     trained = int(len(reference) * 0.9)  # the tail is held out; exact after the first window
     warm = np.arange(min(20_000, trained))  # TensorFlow's first use, kept out of both rates
-    fit(model, reference.take(warm).inputs, reference.meta["label"][warm].astype(np.float32),
-        hard[warm], batch=TrainerConfig.batch)  # fmt: skip
+    fit(
+        model,
+        reference.take(warm).inputs,
+        reference.meta["label"][warm].astype(np.float32),
+        hard[warm],
+        batch=TrainerConfig.batch,
+    )
     fits, by_nice, trainer = [], {n: [] for n in nices}, None
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp) / "kafka", log_level="WARN", heap="1g")
@@ -140,10 +154,16 @@ def main() -> None:
                 fits.append(fit_rate(model, reference.take(rows), hard[rows], TrainerConfig.batch))
                 for nice in nices if r % 2 == 0 else nices[::-1]:
                     run = f"{r}.{nice}"
-                    cfg = TrainerConfig(info.bootstrap, Path(tmp) / f"registry{run}",
-                                        Path(tmp) / f"state{run}", model, window_ms,
-                                        sim.attribution_window_ms, reader_nice=nice,
-                                        group=f"bench.trainer{run}")  # fmt: skip
+                    cfg = TrainerConfig(
+                        info.bootstrap,
+                        Path(tmp) / f"registry{run}",
+                        Path(tmp) / f"state{run}",
+                        model,
+                        window_ms,
+                        sim.attribution_window_ms,
+                        reader_nice=nice,
+                        group=f"bench.trainer{run}",
+                    )
                     timed = TimedTrainer(cfg)
                     timed.run(max_windows=1)
                     trained = timed.state.history[-1]["trained_examples"]
@@ -165,23 +185,29 @@ def main() -> None:
             n: {"window": [round(w) for w in ws], "ratio": round(np.mean(ws) / reference_rate, 3)}
             for n, ws in by_nice.items()
         }
-    print(json.dumps({
-        "window_examples_per_s": round(window_rate),
-        "fit_examples_per_s": round(reference_rate),
-        "ratio": round(window_rate / reference_rate, 3),
-        "ratio_best": round(max(windows) / max(fits), 3),
-        "rounds": {"window": [round(w) for w in windows], "fit": [round(f) for f in fits]},
-        "examples": entry["examples"],
-        "trained_examples": trained,
-        "window_train_examples_per_s": entry["train_examples_per_s"],
-        "window_publish_s": round(trainer.t_published - trainer.t_first_read, 1)
-        if entry["version"] else None,
-        "window_s": round(trainer.t_published - trainer.t_first_read, 1),
-        "startup_s": round(trainer.t_first_read - trainer.t_start, 2),
-        "publish_step_s": round(publish_step_s, 1),
-        "published_version": entry["version"],
-        "rejected": entry["rejected"],
-    } | side_by_side))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "window_examples_per_s": round(window_rate),
+                "fit_examples_per_s": round(reference_rate),
+                "ratio": round(window_rate / reference_rate, 3),
+                "ratio_best": round(max(windows) / max(fits), 3),
+                "rounds": {"window": [round(w) for w in windows], "fit": [round(f) for f in fits]},
+                "examples": entry["examples"],
+                "trained_examples": trained,
+                "window_train_examples_per_s": entry["train_examples_per_s"],
+                "window_publish_s": round(trainer.t_published - trainer.t_first_read, 1)
+                if entry["version"]
+                else None,
+                "window_s": round(trainer.t_published - trainer.t_first_read, 1),
+                "startup_s": round(trainer.t_first_read - trainer.t_start, 2),
+                "publish_step_s": round(publish_step_s, 1),
+                "published_version": entry["version"],
+                "rejected": entry["rejected"],
+            }
+            | side_by_side
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ from simulator import Marketplace, SimConfig  # noqa: E402
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, write_parquet  # noqa: E402
 
 SPEC = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
-REFERENCE = ModelConfig(SPEC, hash_buckets=100_000, embedding_dim=16, shared_layers=2,
-                        tower_units=(256, 128))  # fmt: skip
+REFERENCE = ModelConfig(
+    SPEC, hash_buckets=100_000, embedding_dim=16, shared_layers=2, tower_units=(256, 128)
+)
 BATCH = 4096
 
 
@@ -65,8 +66,12 @@ def main() -> None:
         }
         # Warm up: trace the train step of each once.
         for model in models.values():
-            model.fit(parquet_dataset(paths["clicks"], SPEC, BATCH, "converted", task_of,
-                                      limit=3 * BATCH), verbose=0)  # fmt: skip
+            model.fit(
+                parquet_dataset(
+                    paths["clicks"], SPEC, BATCH, "converted", task_of, limit=3 * BATCH
+                ),
+                verbose=0,
+            )
         seconds = {name: 0.0 for name in models}
         for _ in range(args.rounds):
             for name, model in models.items():
@@ -81,15 +86,19 @@ def main() -> None:
                 seconds[name] += time.perf_counter() - started
     examples = args.examples * args.rounds
     mtl, single = examples / seconds["mtl"], examples / seconds["single_task"]
-    print(json.dumps({
-        "mtl_examples_per_s": round(mtl),
-        "single_task_examples_per_s": round(single),
-        "ratio": round(mtl / single, 3),
-        "examples_per_round": args.examples,
-        "rounds": args.rounds,
-        "batch": BATCH,
-        "hash_buckets": REFERENCE.hash_buckets,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "mtl_examples_per_s": round(mtl),
+                "single_task_examples_per_s": round(single),
+                "ratio": round(mtl / single, 3),
+                "examples_per_round": args.examples,
+                "rounds": args.rounds,
+                "batch": BATCH,
+                "hash_buckets": REFERENCE.hash_buckets,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -97,10 +97,20 @@ class Traffic(threading.Thread):
 
 @click.command()
 @click.option("--minutes", type=float, default=5.0, show_default=True, help="How long to run.")
-@click.option("--speed", type=float, default=400.0, show_default=True,
-              help="Event time runs this many times faster than the wall clock.")  # fmt: skip
-@click.option("--clicks", type=int, default=400_000, show_default=True,
-              help="Live clicks in the simulated horizon (4 days of event time).")  # fmt: skip
+@click.option(
+    "--speed",
+    type=float,
+    default=400.0,
+    show_default=True,
+    help="Event time runs this many times faster than the wall clock.",
+)
+@click.option(
+    "--clicks",
+    type=int,
+    default=400_000,
+    show_default=True,
+    help="Live clicks in the simulated horizon (4 days of event time).",
+)
 @click.option(
     "--history-days",
     type=float,
@@ -109,13 +119,17 @@ class Traffic(threading.Thread):
     help="Days of simulated history (at the live rate) that version 1 is fitted on before the "
     "live traffic; 0: none, the trainer starts from random weights.",
 )
-@click.option("--window-hours", type=float, default=3.0, show_default=True,
-              help="Training window, in event time.")  # fmt: skip
+@click.option(
+    "--window-hours",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Training window, in event time.",
+)
 @click.option("--fresh", is_flag=True, help="Forget the stored state and registry; start over.")
 @click.option("--keep-broker", is_flag=True, help="Leave the broker running afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
-def demo(minutes, speed, clicks, window_hours, history_days, fresh, keep_broker,
-         as_json) -> None:  # fmt: skip
+def demo(minutes, speed, clicks, window_hours, history_days, fresh, keep_broker, as_json) -> None:
     """Run the whole loop live: traffic, stream worker, trainer, a replica under load."""
     home = settings.home() / "demo"
     if fresh and home.exists():
@@ -141,26 +155,55 @@ def demo(minutes, speed, clicks, window_hours, history_days, fresh, keep_broker,
 def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, history_days) -> dict:
     env = {**os.environ, "RARECVR_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1"}
     live_days = 4.0
-    cfg = SimConfig(clicks=int(clicks * (live_days + history_days) / live_days),
-                    days=live_days + history_days, advertisers=100, seed=7,
-                    attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
+    cfg = SimConfig(
+        clicks=int(clicks * (live_days + history_days) / live_days),
+        days=live_days + history_days,
+        advertisers=100,
+        seed=7,
+        attribution_window_ms=ATTRIBUTION_MS,
+    )
     live_from = cfg.start_ms + int(history_days * 86_400_000)
     history = write_history(cfg, live_from, home / "history.parquet") if history_days else None
     ports = {name: free_port() for name in ("worker", "trainer", "replica")}
     days = str(ATTRIBUTION_MS / 86_400_000)
     publish_schema(bootstrap, SCHEMA, "simulator")
     stack = Stack(home / "logs", env)
-    stack.start("worker", "worker", "--data-dir", str(home / "worker"),
-                "--web-port", str(ports["worker"]), "--window-days", days,
-                "--lateness-minutes", "5", "--half-life-days", "1",
-                "--dwell-hours", "6")  # fmt: skip
-    stack.start("trainer", "train", "--registry", str(home / "registry"),
-                "--state-dir", str(home / "trainer"), "--window-hours", str(window_hours),
-                "--attribution-days", days, "--hash-buckets", "20000",
-                "--metrics-port", str(ports["trainer"]),
-                *(["--history", str(history)] if history else []))  # fmt: skip
-    stack.start("replica", "serve", "--registry", str(home / "registry"),
-                "--port", str(ports["replica"]))  # fmt: skip
+    stack.start(
+        "worker",
+        "worker",
+        "--data-dir",
+        str(home / "worker"),
+        "--web-port",
+        str(ports["worker"]),
+        "--window-days",
+        days,
+        "--lateness-minutes",
+        "5",
+        "--half-life-days",
+        "1",
+        "--dwell-hours",
+        "6",
+    )
+    stack.start(
+        "trainer",
+        "train",
+        "--registry",
+        str(home / "registry"),
+        "--state-dir",
+        str(home / "trainer"),
+        "--window-hours",
+        str(window_hours),
+        "--attribution-days",
+        days,
+        "--hash-buckets",
+        "20000",
+        "--metrics-port",
+        str(ports["trainer"]),
+        *(["--history", str(history)] if history else []),
+    )
+    stack.start(
+        "replica", "serve", "--registry", str(home / "registry"), "--port", str(ports["replica"])
+    )
     traffic = Traffic(bootstrap, cfg, speed, home / "traffic.json", live_from)
     traffic.start()
     worker = f"http://127.0.0.1:{ports['worker']}"
@@ -236,9 +279,13 @@ def candidates(cfg: SimConfig) -> list[dict]:
     out = []
     for record in click_records(chunk, Vocab(market)):
         click_event = json.loads(record.value)
-        out.append({"setup_id": click_event["setup_id"],
-                    "advertiser_id": click_event["advertiser_id"],
-                    "features": click_event["features"]})  # fmt: skip
+        out.append(
+            {
+                "setup_id": click_event["setup_id"],
+                "advertiser_id": click_event["advertiser_id"],
+                "features": click_event["features"],
+            }
+        )
     return out
 
 
@@ -268,31 +315,46 @@ def served_figures(progressive: list[dict]) -> dict:
     """The served versions' hard figures pooled over the windows they were scored on."""
     expected = sum(p.get("hard_expected") or 0.0 for p in progressive)
     seen = sum(p.get("hard_positives") or 0 for p in progressive)
-    gains = [p["hard_rig_vs_constant"] for p in progressive
-             if p.get("hard_rig_vs_constant") is not None]  # fmt: skip
-    scored = [(p["hard_rig"], p["hard_examples"], p["hard_positives"])
-              for p in progressive if p.get("hard_rig") is not None]  # fmt: skip
-    return {"served_hard_calibration": expected / seen if seen else None,
-            "served_hard_rig_pooled": pooled_rig(scored),
-            "windows_above_constant": sum(g > 0 for g in gains),
-            "windows_scored": len(gains)}  # fmt: skip
+    gains = [
+        p["hard_rig_vs_constant"] for p in progressive if p.get("hard_rig_vs_constant") is not None
+    ]
+    scored = [
+        (p["hard_rig"], p["hard_examples"], p["hard_positives"])
+        for p in progressive
+        if p.get("hard_rig") is not None
+    ]
+    return {
+        "served_hard_calibration": expected / seen if seen else None,
+        "served_hard_rig_pooled": pooled_rig(scored),
+        "windows_above_constant": sum(g > 0 for g in gains),
+        "windows_scored": len(gains),
+    }
 
 
 def headline(summary: dict) -> str:
     """One sentence a person can read: is the served model better than a constant?"""
     first, last = summary["first_hard_rig"], summary["last_hard_rig"]
     history = summary.get("history") or {}
-    before = (f"Version 1, fitted on the simulated history, beat a constant on held-out hard "
-              f"clicks by {history['hard_rig_vs_constant']:.3f} RIG (95% lower bound "
-              f"{history['hard_rig_vs_constant_low']:.3f}). "
-              if history.get("hard_rig_vs_constant") is not None else "")  # fmt: skip
+    before = (
+        f"Version 1, fitted on the simulated history, beat a constant on held-out hard "
+        f"clicks by {history['hard_rig_vs_constant']:.3f} RIG (95% lower bound "
+        f"{history['hard_rig_vs_constant_low']:.3f}). "
+        if history.get("hard_rig_vs_constant") is not None
+        else ""
+    )
     if first is None:
         soft = summary.get("soft_rigs") or []
-        soft_part = (f" On soft clicks the served versions' progressive RIG was "
-                     f"{min(soft):.3f} to {max(soft):.3f}." if soft else "")  # fmt: skip
-        return (f"{before}No served version was scored on live hard clicks: the live windows held "
-                f"none (the stabilizer had assigned no setup to the hard task in the event time "
-                f"the worker processed).{soft_part}")  # fmt: skip
+        soft_part = (
+            f" On soft clicks the served versions' progressive RIG was "
+            f"{min(soft):.3f} to {max(soft):.3f}."
+            if soft
+            else ""
+        )
+        return (
+            f"{before}No served version was scored on live hard clicks: the live windows held "
+            f"none (the stabilizer had assigned no setup to the hard task in the event time "
+            f"the worker processed).{soft_part}"
+        )
     pooled, cal = summary["served_hard_rig_pooled"], summary["served_hard_calibration"]
     if pooled <= 0:
         better = "not better"
@@ -300,12 +362,14 @@ def headline(summary: dict) -> str:
         better = "better over the whole run, though not in every window,"
     else:
         better = "better"
-    return (f"{before}The served model was {better} than a constant on live hard traffic: "
-            f"progressive hard RIG {pooled:.3f} over every window with hard conversions, "
-            f"{first:.3f} on the first window scored and {last:.3f} on the "
-            f"last, above a constant in {summary['windows_above_constant']} of "
-            f"{summary['windows_scored']} windows, predicting "
-            f"{'-' if cal is None else f'{cal:.2f}'}x the hard conversions seen.")  # fmt: skip
+    return (
+        f"{before}The served model was {better} than a constant on live hard traffic: "
+        f"progressive hard RIG {pooled:.3f} over every window with hard conversions, "
+        f"{first:.3f} on the first window scored and {last:.3f} on the "
+        f"last, above a constant in {summary['windows_above_constant']} of "
+        f"{summary['windows_scored']} windows, predicting "
+        f"{'-' if cal is None else f'{cal:.2f}'}x the hard conversions seen."
+    )
 
 
 def trainer_state(home: Path) -> dict:

@@ -48,20 +48,34 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
         windows = [h["window"] for h in served]
         for i, metric in enumerate(("rig", "auc")):
             for task, style in (("hard", "-o"), ("soft", "-s")):
-                ax[i].plot(windows, [h["progressive"].get(f"{task}_{metric}") for h in served],
-                           style, label=f"model, {task}")  # fmt: skip
+                ax[i].plot(
+                    windows,
+                    [h["progressive"].get(f"{task}_{metric}") for h in served],
+                    style,
+                    label=f"model, {task}",
+                )
                 if all(h.get("oracle") for h in served):
-                    ax[i].plot(windows, [h["oracle"].get(f"{task}_{metric}") for h in served],
-                               ":", label=f"oracle, {task}")  # fmt: skip
+                    ax[i].plot(
+                        windows,
+                        [h["oracle"].get(f"{task}_{metric}") for h in served],
+                        ":",
+                        label=f"oracle, {task}",
+                    )
             ax[i].set_xlabel("window"), ax[i].set_title(f"progressive {metric.upper()}")
             ax[i].legend(fontsize=7)
-        out.append(("Serving model on each new window (progressive), next to the oracle",
-                    _png(fig)))  # fmt: skip
+        out.append(
+            ("Serving model on each new window (progressive), next to the oracle", _png(fig))
+        )
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
-        ax.plot(windows, [h["progressive"]["hard_expected"] for h in served], "-o",
-                label="expected by the model")  # fmt: skip
-        ax.plot(windows, [h["progressive"]["hard_positives"] for h in served], "-s",
-                label="observed")  # fmt: skip
+        ax.plot(
+            windows,
+            [h["progressive"]["hard_expected"] for h in served],
+            "-o",
+            label="expected by the model",
+        )
+        ax.plot(
+            windows, [h["progressive"]["hard_positives"] for h in served], "-s", label="observed"
+        )
         ax.set_xlabel("window"), ax.set_title("hard conversions: calibration"), ax.legend()
         out.append(("Calibration on hard examples", _png(fig)))
 
@@ -82,8 +96,10 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
 
 
 def write(path: Path, summary: dict, samples, history, requests) -> Path:
-    sections = "".join(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>"
-                       for title, png in figures(samples, history, requests))  # fmt: skip
+    sections = "".join(
+        f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>"
+        for title, png in figures(samples, history, requests)
+    )
     rows = "".join(
         f"<tr><td>{h['window']}</td><td>{h['examples']}</td><td>{h['hard_examples']}</td>"
         f"<td>{h['version'] or 'rejected: ' + ', '.join(h['rejected'])}</td>"

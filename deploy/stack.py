@@ -26,9 +26,13 @@ class Stack:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "rarecvr.cli", *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rarecvr.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -39,8 +43,10 @@ class Stack:
     def check(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise StageDied(f"{name} exited with code {proc.returncode}; its log ends:\n"
-                                f"{self.log_tail(name)}")  # fmt: skip
+                raise StageDied(
+                    f"{name} exited with code {proc.returncode}; its log ends:\n"
+                    f"{self.log_tail(name)}"
+                )
 
     def stop(self, timeout: float = 30) -> dict[str, int | None]:
         for proc in self.procs.values():

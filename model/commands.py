@@ -20,8 +20,11 @@ def _csv(value: str | None) -> list[str]:
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path), help="CSV(.gz) or Parquet log; "
-              "default: simulator data.")  # fmt: skip
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="CSV(.gz) or Parquet log; default: simulator data.",
+)
 @click.option("--label", help="Label column (with --data).")
 @click.option("--positive", help="Label value that means a conversion (default: numeric > 0).")
 @click.option(
@@ -32,10 +35,20 @@ def _csv(value: str | None) -> list[str]:
 @log_options.feature_kinds
 @log_options.time_unit
 @click.option("--columns", help="Column names of a header-less CSV, comma-separated.")
-@click.option("--alpha", type=float, default=0.01, show_default=True,
-              help="A setup is hard when its historical CVR is at most alpha.")  # fmt: skip
-@click.option("--clicks", type=int, default=2_000_000, show_default=True,
-              help="Simulated clicks per seed (simulator data).")  # fmt: skip
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="A setup is hard when its historical CVR is at most alpha.",
+)
+@click.option(
+    "--clicks",
+    type=int,
+    default=2_000_000,
+    show_default=True,
+    help="Simulated clicks per seed (simulator data).",
+)
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds to repeat over.")
 @click.option(
     "--epochs",
@@ -46,8 +59,25 @@ def _csv(value: str | None) -> list[str]:
 @click.option("--quick", is_flag=True, help="A small version that runs in a few minutes.")
 @click.option("--out", type=click.Path(path_type=Path), help="Report directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
-def research(data, label, positive, setup, time_col, features, categorical, numeric, unit,
-             columns, alpha, clicks, seeds, epochs, quick, out, as_json) -> None:  # fmt: skip
+def research(
+    data,
+    label,
+    positive,
+    setup,
+    time_col,
+    features,
+    categorical,
+    numeric,
+    unit,
+    columns,
+    alpha,
+    clicks,
+    seeds,
+    epochs,
+    quick,
+    out,
+    as_json,
+) -> None:
     """Offline study: loss weights, shared layers, and multi-task vs single-task on the hard
     population, with bootstrap confidence intervals and a report with plots.
 
@@ -77,10 +107,19 @@ def research(data, label, positive, setup, time_col, features, categorical, nume
             if seed not in cache:
                 cache.clear()
                 cache[seed] = from_file(
-                    data, label, _csv(setup), _csv(features), rule, time=time_col,
-                    positive=positive, columns=_csv(columns) or None,
-                    categorical=_csv(categorical), numeric=_csv(numeric), unit=unit, seed=seed,
-                )  # fmt: skip
+                    data,
+                    label,
+                    _csv(setup),
+                    _csv(features),
+                    rule,
+                    time=time_col,
+                    positive=positive,
+                    columns=_csv(columns) or None,
+                    categorical=_csv(categorical),
+                    numeric=_csv(numeric),
+                    unit=unit,
+                    seed=seed,
+                )
             return cache[seed]
 
         try:
@@ -91,8 +130,12 @@ def research(data, label, positive, setup, time_col, features, categorical, nume
         click.echo(f"features: {first.about['schema']}", err=True)
         for note in first.about["schema_notes"]:
             click.echo(f"  {note}", err=True)
-        plan = replace(plan, epochs=epochs or auto_epochs(rows), batch=512,
-                       hash_buckets=min(plan.hash_buckets, 20_000))  # fmt: skip
+        plan = replace(
+            plan,
+            epochs=epochs or auto_epochs(rows),
+            batch=512,
+            hash_buckets=min(plan.hash_buckets, 20_000),
+        )
         strengths = (None,)
     else:
         from simulator import Marketplace, SimConfig
@@ -115,12 +158,19 @@ def research(data, label, positive, setup, time_col, features, categorical, nume
     rig, auc = report.fmt_lift(vs.get("rig")), report.fmt_lift(vs.get("auc"))
     click.echo(f"best MTL: {summary['best_mtl']}; vs single-task on hard: RIG {rig}, AUC {auc}")
     figures = summary["json"]
-    named = {"best MTL": "best_mtl_hard_rig", "single-task": "single_task_hard_rig",
-             "hard-only": "hard_only_hard_rig",
-             "logistic regression": "logistic_regression_hard_rig"}  # fmt: skip
-    click.echo("pooled hard RIG: " + ", ".join(
-        f"{name} {'-' if figures[key] is None else f'{figures[key]:.4f}'}"
-        for name, key in named.items()))  # fmt: skip
+    named = {
+        "best MTL": "best_mtl_hard_rig",
+        "single-task": "single_task_hard_rig",
+        "hard-only": "hard_only_hard_rig",
+        "logistic regression": "logistic_regression_hard_rig",
+    }
+    click.echo(
+        "pooled hard RIG: "
+        + ", ".join(
+            f"{name} {'-' if figures[key] is None else f'{figures[key]:.4f}'}"
+            for name, key in named.items()
+        )
+    )
     if summary.get("oracle_rig_fraction") is not None:
         click.echo(f"oracle RIG fraction: {summary['oracle_rig_fraction']:.3f}")
     click.echo(f"report: {path} ({time.monotonic() - started:.0f} s)")
@@ -135,5 +185,6 @@ def research(data, label, positive, setup, time_col, features, categorical, nume
             "best_mtl": summary["best_mtl"],
             "quick": quick,
         }
-        click.echo(json.dumps(summary["json"] | {"configuration": configuration,
-                                                 "report": str(path)}))  # fmt: skip
+        click.echo(
+            json.dumps(summary["json"] | {"configuration": configuration, "report": str(path)})
+        )

@@ -155,8 +155,10 @@ def tower(config: ModelConfig, task: str) -> keras.Sequential:
             ],
             name=f"tower_{task}",
         )
-    layers = [keras.layers.Dense(u, activation="relu", name=f"{task}_dense_{i}")
-              for i, u in enumerate(config.tower_units)]  # fmt: skip
+    layers = [
+        keras.layers.Dense(u, activation="relu", name=f"{task}_dense_{i}")
+        for i, u in enumerate(config.tower_units)
+    ]
     return keras.Sequential(
         [*layers, keras.layers.Dense(1, name=f"{task}_logit")], name=f"tower_{task}"
     )

@@ -23,8 +23,15 @@ SOFT = "soft"  #: the soft tower's signature in a model version
 OUTPUT = "pcvr"
 ARCHITECTURE = Path("assets.extra") / "architecture.json"
 #: what decides the computation a graph performs; the rest of ModelConfig only changes weights
-GRAPH_FIELDS = ("features", "hash_buckets", "embedding_dim", "shared_layers", "tower_units",
-                "tasks", "extra")  # fmt: skip
+GRAPH_FIELDS = (
+    "features",
+    "hash_buckets",
+    "embedding_dim",
+    "shared_layers",
+    "tower_units",
+    "tasks",
+    "extra",
+)
 
 
 class TaskGraph(tf.Module):
@@ -36,8 +43,12 @@ class TaskGraph(tf.Module):
     runs only the towers it names: the variables are shared, the computations are not.
     """
 
-    def __init__(self, model: MultiTaskDCN, tasks: tuple[str, ...],
-                 signatures: dict[str, tuple[str, ...]] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: MultiTaskDCN,
+        tasks: tuple[str, ...],
+        signatures: dict[str, tuple[str, ...]] | None = None,
+    ):
         super().__init__(name=f"{'_'.join(tasks)}_graph")
         spec = model.config.features
         for name in tasks:
@@ -51,8 +62,9 @@ class TaskGraph(tf.Module):
         inputs = {name: tf.TensorSpec([None], tf.string, name=name) for name in spec.categorical}
         inputs |= {name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.numeric}
         signatures = signatures or {SIGNATURE: tasks}
-        self.functions = {name: self._signature(towers, inputs)
-                          for name, towers in signatures.items()}  # fmt: skip
+        self.functions = {
+            name: self._signature(towers, inputs) for name, towers in signatures.items()
+        }
 
     def _signature(self, tasks: tuple[str, ...], inputs: dict):
         return tf.function(lambda features: self._serve(features, tasks), input_signature=[inputs])
@@ -65,8 +77,12 @@ class TaskGraph(tf.Module):
         return {f"{OUTPUT}_{task}": p for task, p in zip(tasks, probs, strict=True)}
 
 
-def export(model: MultiTaskDCN, task: str | tuple[str, ...], version_dir: Path,
-           signatures: dict[str, tuple[str, ...]] | None = None) -> Path:  # fmt: skip
+def export(
+    model: MultiTaskDCN,
+    task: str | tuple[str, ...],
+    version_dir: Path,
+    signatures: dict[str, tuple[str, ...]] | None = None,
+) -> Path:
     """Save the graph of ``task`` (or of several) to ``version_dir`` (``<model_dir>/<version>``),
     with ``signatures`` as in ``TaskGraph``."""
     tasks = (task,) if isinstance(task, str) else tuple(task)
@@ -94,8 +110,12 @@ def architecture(model: MultiTaskDCN, tasks: tuple[str, ...]) -> dict:
     (``assets.extra/architecture.json``, a file TF Serving ignores): the configuration fields
     that shape the computation, the exported towers and the code that built them."""
     config = model.config.to_dict()
-    return {"config": {k: config[k] for k in GRAPH_FIELDS}, "towers": list(tasks),
-            "rarecvr": rarecvr.__version__, "tensorflow": tf.__version__}  # fmt: skip
+    return {
+        "config": {k: config[k] for k in GRAPH_FIELDS},
+        "towers": list(tasks),
+        "rarecvr": rarecvr.__version__,
+        "tensorflow": tf.__version__,
+    }
 
 
 def read_architecture(version_dir: Path) -> str | None:

@@ -161,7 +161,13 @@ def paired_bootstrap_comparison(
     diff_lo, diff_hi = np.quantile(diffs, q)
     finite = [v for v in lifts if np.isfinite(v)]
     lo, hi = np.quantile(finite, q) if finite else (float("nan"), float("nan"))
-    return {"value": float(value_a), "baseline": float(value_b),
-            "diff": float(value_a - value_b), "diff_ci_low": float(diff_lo),
-            "diff_ci_high": float(diff_hi), "lift": float(relative_lift(value_a, value_b)),
-            "ci_low": float(lo), "ci_high": float(hi)}  # fmt: skip
+    return {
+        "value": float(value_a),
+        "baseline": float(value_b),
+        "diff": float(value_a - value_b),
+        "diff_ci_low": float(diff_lo),
+        "diff_ci_high": float(diff_hi),
+        "lift": float(relative_lift(value_a, value_b)),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+    }

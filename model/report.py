@@ -85,8 +85,10 @@ def lifts_plot(summary: dict):
     fig, ax = plt.subplots(figsize=(8, 3.5))
     labels = [n.removeprefix("MTL ") for n, _ in rows]
     ours = [100 * v["lift"] for _, v in rows]
-    err = [[100 * (v["lift"] - v["ci_low"]) for _, v in rows],
-           [100 * (v["ci_high"] - v["lift"]) for _, v in rows]]  # fmt: skip
+    err = [
+        [100 * (v["lift"] - v["ci_low"]) for _, v in rows],
+        [100 * (v["ci_high"] - v["lift"]) for _, v in rows],
+    ]
     x = np.arange(len(rows))
     ax.bar(x - 0.2, ours, 0.4, yerr=err, capsize=3, label="measured here")
     paper = [PAPER_WEIGHT_LIFT.get(_pair(n), np.nan) for n, _ in rows]
@@ -116,14 +118,18 @@ def fmt_lift(entry) -> str:
     """
     if not entry:
         return "n/a"
-    diff = (f"difference {entry['diff']:+.4f} [{entry['diff_ci_low']:+.4f}, "
-            f"{entry['diff_ci_high']:+.4f}]")  # fmt: skip
+    diff = (
+        f"difference {entry['diff']:+.4f} [{entry['diff_ci_low']:+.4f}, "
+        f"{entry['diff_ci_high']:+.4f}]"
+    )
     if entry.get("baseline_worse_than_constant"):
         return (
             f"{diff}; the baseline is worse than a constant, so a relative lift is not meaningful"
         )
-    return (f"{100 * entry['lift']:+.2f}% [{100 * entry['ci_low']:+.2f}, "
-            f"{100 * entry['ci_high']:+.2f}], {diff}")  # fmt: skip
+    return (
+        f"{100 * entry['lift']:+.2f}% [{100 * entry['ci_low']:+.2f}, "
+        f"{100 * entry['ci_high']:+.2f}], {diff}"
+    )
 
 
 def write(findings: Findings, summary: dict, plan, out_dir: Path, command: str) -> Path:
@@ -133,12 +139,20 @@ def write(findings: Findings, summary: dict, plan, out_dir: Path, command: str) 
     best = summary["best_mtl"]
     table_rows = []
     for name in sorted({r.name for r in findings.runs}):
-        for strength in sorted({r.strength for r in findings.runs if r.name == name},
-                               key=lambda s: -1 if s is None else s):  # fmt: skip
+        for strength in sorted(
+            {r.strength for r in findings.runs if r.name == name},
+            key=lambda s: -1 if s is None else s,
+        ):
             runs = [r for r in findings.runs if r.name == name and r.strength == strength]
             cells = []
-            for key in ("rig_hard", "auc_hard", "calibration_hard", "ece_hard", "rig_soft",
-                        "auc_soft"):  # fmt: skip
+            for key in (
+                "rig_hard",
+                "auc_hard",
+                "calibration_hard",
+                "ece_hard",
+                "rig_soft",
+                "auc_soft",
+            ):
                 values = [r.figures[key] for r in runs if key in r.figures]
                 cells.append(f"{np.mean(values):.4f}" if values else "n/a")
             table_rows.append(
@@ -189,11 +203,12 @@ is at most alpha). Lifts are relative, pooled over seeds, with 95% paired bootst
 <th>RIG soft</th><th>AUC soft</th></tr>{"".join(table_rows)}</table></body></html>"""
     path = out_dir / "report.html"
     path.write_text(page)
-    runs = [{"name": r.name, "seed": r.seed, "strength": r.strength, **r.figures}
-            for r in findings.runs]  # fmt: skip
+    runs = [
+        {"name": r.name, "seed": r.seed, "strength": r.strength, **r.figures} for r in findings.runs
+    ]
     (out_dir / "findings.json").write_text(
         json.dumps(
             {"summary": summary, "runs": runs, "about": findings.about}, indent=2, default=str
-        )  # fmt: skip
+        )
     )
     return path

@@ -22,8 +22,14 @@ from model.research_data import Study
 from model.training import fit, head_for, predict
 
 #: (W_hard, W_soft) pairs of the paper's Table 1, and its RIG lifts over hard-only, in %.
-PAPER_WEIGHT_LIFT = {(0.2, 0.8): 0.86, (0.5, 0.5): 1.17, (0.6, 0.4): 1.16, (0.7, 0.3): 1.04,
-                     (0.8, 0.2): 0.80, (0.9, 0.1): 0.55}  # fmt: skip
+PAPER_WEIGHT_LIFT = {
+    (0.2, 0.8): 0.86,
+    (0.5, 0.5): 1.17,
+    (0.6, 0.4): 1.16,
+    (0.7, 0.3): 1.04,
+    (0.8, 0.2): 0.80,
+    (0.9, 0.1): 0.55,
+}
 #: Shared layers beyond the embeddings (Table 2), RIG lift in %.
 PAPER_LAYER_LIFT = {1: 0.03, 2: 0.11, 3: 0.19, 4: 0.21}
 #: Best MTL vs the single-task model on the hard population (Table 3), in %.
@@ -49,8 +55,14 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(seeds=(1,), weights=((0.5, 0.5), (0.7, 0.3), (0.9, 0.1)), layers=(0, 2),
-                   strengths=(0.0, 1.0), hash_buckets=20_000, bootstrap_reps=100)  # fmt: skip
+        return cls(
+            seeds=(1,),
+            weights=((0.5, 0.5), (0.7, 0.3), (0.9, 0.1)),
+            layers=(0, 2),
+            strengths=(0.0, 1.0),
+            hash_buckets=20_000,
+            bootstrap_reps=100,
+        )
 
 
 @dataclass
@@ -87,7 +99,9 @@ def model_configs(plan: Plan, spec) -> dict[str, tuple[str, ModelConfig]]:
     }
     for w_hard, w_soft in plan.weights:
         configs[weights_name(w_hard, w_soft)] = (
-            "weights", replace(base, loss_weights=(w_soft, w_hard)))  # fmt: skip
+            "weights",
+            replace(base, loss_weights=(w_soft, w_hard)),
+        )
     return configs
 
 
@@ -169,20 +183,31 @@ def run_study(
             if strength == main:
                 name = weights_name(*best_weights(findings, plan, main))
                 _, cfg = configs[name]
-                todo += [(f"MTL {n} shared layers", ("layers", replace(cfg, shared_layers=n)))
-                         for n in plan.layers if n != plan.base_layers]  # fmt: skip
+                todo += [
+                    (f"MTL {n} shared layers", ("layers", replace(cfg, shared_layers=n)))
+                    for n in plan.layers
+                    if n != plan.base_layers
+                ]
             for name, (group, cfg) in todo:
                 started = time.monotonic()
                 cfg = replace(cfg, seed=seed)
-                model = fit(cfg, *fit_split(study, plan), epochs=plan.epochs, batch=plan.batch,
-                            validation=validation_split(study, plan))  # fmt: skip
+                model = fit(
+                    cfg,
+                    *fit_split(study, plan),
+                    epochs=plan.epochs,
+                    batch=plan.batch,
+                    validation=validation_split(study, plan),
+                )
                 figures, hard, soft = score(cfg, model, study)
                 figures["train_s"] = time.monotonic() - started
-                findings.runs.append(Run(name, group, seed, strength, cfg.to_dict(), figures,
-                                         hard, soft))  # fmt: skip
-                progress(f"seed {seed} strength {strength} {name}: hard RIG "
-                         f"{figures.get('rig_hard', float('nan')):.4f} "
-                         f"({figures['train_s']:.0f} s)")  # fmt: skip
+                findings.runs.append(
+                    Run(name, group, seed, strength, cfg.to_dict(), figures, hard, soft)
+                )
+                progress(
+                    f"seed {seed} strength {strength} {name}: hard RIG "
+                    f"{figures.get('rig_hard', float('nan')):.4f} "
+                    f"({figures['train_s']:.0f} s)"
+                )
     findings.about = findings.about | {"main_strength": main}
     return findings
 
@@ -225,9 +250,11 @@ def best_weights(findings: Findings, plan: Plan, strength) -> tuple[float, float
     """The weight pair with the best mean hard RIG so far at ``strength`` ((0.5, 0.5) if none)."""
     means = {}
     for w in plan.weights:
-        values = [r.figures["rig_hard"] for r in findings.runs
-                  if r.name == weights_name(*w) and r.strength == strength
-                  and "rig_hard" in r.figures]  # fmt: skip
+        values = [
+            r.figures["rig_hard"]
+            for r in findings.runs
+            if r.name == weights_name(*w) and r.strength == strength and "rig_hard" in r.figures
+        ]
         if values:
             means[w] = float(np.mean(values))
     if not means:
@@ -274,10 +301,13 @@ def summarise(findings: Findings, plan: Plan) -> dict:
         "vs_single_task": {
             "rig": lift(findings, best, "single-task", main, metrics.rig, reps),
             "auc": lift(findings, best, "single-task", main, metrics.auc, reps),
-        } if best else {},
+        }
+        if best
+        else {},
         "weights_vs_hard_only": {
             n: lift(findings, n, "hard-only", main, metrics.rig, reps)
-            for n in names if n.startswith("MTL W_")
+            for n in names
+            if n.startswith("MTL W_")
         },
         "layers_rig_hard": dict(sorted(layers.items())),
         "strengths": {
@@ -287,7 +317,7 @@ def summarise(findings: Findings, plan: Plan) -> dict:
             }
             for strength in sorted({r.strength for r in findings.runs if r.strength is not None})
         },
-    }  # fmt: skip
+    }
     if (main, "hard") in findings.truth and best:
         oracle = metrics.rig(y, np.concatenate(findings.truth[(main, "hard")]))
         summary["oracle_rig_hard"] = oracle

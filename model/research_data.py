@@ -58,23 +58,40 @@ def simulated(market, rule: TaskRule, test_share: float = 0.25) -> Study:
     converted_at = table["conversion_ts_ms"].to_numpy(zero_copy_only=False).astype(np.float64)
     setup = _codes(table["setup_id"])
     labels = table["converted"].to_numpy().astype(np.float32)
-    cvr = decayed_cvr_asof(setup, t, converted_at, setup, t, rule.half_life_days * DAY_MS,
-                           rule.prior(labels), rule.prior_strength)  # fmt: skip
+    cvr = decayed_cvr_asof(
+        setup,
+        t,
+        converted_at,
+        setup,
+        t,
+        rule.half_life_days * DAY_MS,
+        rule.prior(labels),
+        rule.prior_strength,
+    )
     hard = cvr <= rule.alpha
     spec = FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES)
     cut = int(np.searchsorted(t, np.quantile(t, 1 - test_share)))
     inputs = encode_table(table, spec)
     true_p = table["true_p"].to_numpy()
-    about = {"source": "simulator", "clicks": table.num_rows, "seed": market.cfg.seed,
-             "shared_strength": market.cfg.shared_strength, "split": "by time",
-             "hard_share_train": float(hard[:cut].mean())}  # fmt: skip
+    about = {
+        "source": "simulator",
+        "clicks": table.num_rows,
+        "seed": market.cfg.seed,
+        "shared_strength": market.cfg.shared_strength,
+        "split": "by time",
+        "hard_share_train": float(hard[:cut].mean()),
+    }
     return Study(spec, *_split(inputs, labels, hard, true_p, cut), about=about)
 
 
 def _split(inputs, labels, hard, true_p, cut):
     def part(sl):
-        return Split({k: v[sl] for k, v in inputs.items()}, labels[sl], hard[sl],
-                     None if true_p is None else true_p[sl])  # fmt: skip
+        return Split(
+            {k: v[sl] for k, v in inputs.items()},
+            labels[sl],
+            hard[sl],
+            None if true_p is None else true_p[sl],
+        )
 
     return part(slice(0, cut)), part(slice(cut, None))
 
@@ -115,8 +132,11 @@ def from_file(
     split by time, each row's task from earlier rows (``half_life_ms`` default a quarter of the
     span). Without: a seeded random split, setup CVRs from the training part only."""
     table = read_table(path, columns)
-    missing = [c for c in [label, *setup, *features, *([time] if time else [])]
-               if c not in table.column_names]  # fmt: skip
+    missing = [
+        c
+        for c in [label, *setup, *features, *([time] if time else [])]
+        if c not in table.column_names
+    ]
     if missing:
         raise KeyError(f"{path} has no column(s) {missing}; it has {table.column_names}")
     labels = label_array(table, label, positive)
@@ -134,8 +154,9 @@ def from_file(
         table, labels, codes, t = table.take(order), labels[order], codes[order], t[order]
         converted_at = np.where(labels > 0, t, np.nan)
         half_life_ms = half_life_ms or max(t[-1] - t[0], 1.0) / 4
-        cvr = decayed_cvr_asof(codes, t, converted_at, codes, t, half_life_ms, prior,
-                               rule.prior_strength)  # fmt: skip
+        cvr = decayed_cvr_asof(
+            codes, t, converted_at, codes, t, half_life_ms, prior, rule.prior_strength
+        )
         hard = cvr <= rule.alpha
         cut = int(labels.size * (1 - test_share))
         split = "by time"
@@ -148,9 +169,17 @@ def from_file(
         hard = cvr[codes] <= rule.alpha
         split = f"random (seed {seed}), setup CVR from the training part"
     inputs = encode_table(table, spec)
-    about = {"source": str(path), "rows": table.num_rows, "label": label, "setup": setup,
-             "split": split, "hard_share_train": float(hard[:cut].mean()),
-             "base_rate": prior, "schema": spec.summary(), "schema_notes": notes}  # fmt: skip
+    about = {
+        "source": str(path),
+        "rows": table.num_rows,
+        "label": label,
+        "setup": setup,
+        "split": split,
+        "hard_share_train": float(hard[:cut].mean()),
+        "base_rate": prior,
+        "schema": spec.summary(),
+        "schema_notes": notes,
+    }
     return Study(spec, *_split(inputs, labels, hard, None, cut), about=about)
 
 

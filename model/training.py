@@ -66,8 +66,11 @@ def fit(
     """
     task = _task(config, hard)
     if model is None:
-        rates = {name: labels[task == k].mean() for k, name in enumerate(config.tasks)
-                 if (task == k).any()}  # fmt: skip
+        rates = {
+            name: labels[task == k].mean()
+            for k, name in enumerate(config.tasks)
+            if (task == k).any()
+        }
         model = build(config, inputs, rates)
     order = np.random.default_rng(config.seed).permutation(labels.size)
     shuffled = {k: v[order] for k, v in inputs.items()}

@@ -30,8 +30,15 @@ UNITS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 #: What a ``--unit`` option accepts.
 UNIT_CHOICES = ("auto", *UNITS)
 #: Formats tried, in order, for time strings that are not ISO-8601 (one format a column).
-TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S",
-                "%Y/%m/%d %H:%M", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M")  # fmt: skip
+TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+)
 
 
 def epoch_unit(values: np.ndarray) -> str:
@@ -65,8 +72,11 @@ def millis(column: pa.ChunkedArray, unit: str = "auto", name: str = "time") -> n
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         stamps = pc.cast(column, pa.timestamp("ms", tz=getattr(column.type, "tz", None)))
         return pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-            or pa.types.is_null(column.type)):  # fmt: skip
+    if not (
+        pa.types.is_integer(column.type)
+        or pa.types.is_floating(column.type)
+        or pa.types.is_null(column.type)
+    ):
         raise ValueError(f"column {name!r} holds {column.type}, not times")
     values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     if unit not in UNITS and unit != "auto":
@@ -88,11 +98,16 @@ def _parse_times(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
         parsed = pc.strptime(present, format=fmt, unit="ms", error_is_null=True)
         if parsed.null_count == present.null_count:
             return parsed
-    row = next(i for i, v in enumerate(present.to_pylist()) if v is not None and
-               not any(_parses(v, f) for f in TIME_FORMATS))  # fmt: skip
-    raise ValueError(f"column {name!r}: cannot read {present[row].as_py()!r} (row {row}) as a "
-                     "time; use ISO-8601 (2017-11-07T09:30:38Z), epoch numbers, or one of "
-                     f"{', '.join(TIME_FORMATS)}")  # fmt: skip
+    row = next(
+        i
+        for i, v in enumerate(present.to_pylist())
+        if v is not None and not any(_parses(v, f) for f in TIME_FORMATS)
+    )
+    raise ValueError(
+        f"column {name!r}: cannot read {present[row].as_py()!r} (row {row}) as a "
+        "time; use ISO-8601 (2017-11-07T09:30:38Z), epoch numbers, or one of "
+        f"{', '.join(TIME_FORMATS)}"
+    )
 
 
 def _parses(value: str, fmt: str) -> bool:

@@ -56,8 +56,9 @@ def produce(
                 if wait > 0.002:
                     producer.flush()
                     time.sleep(wait)
-            producer.send(record.topic, key=record.key, value=record.value,
-                          partition=record.partition)  # fmt: skip
+            producer.send(
+                record.topic, key=record.key, value=record.value, partition=record.partition
+            )
             counts[(record.topic, record.fault)] += 1
             if progress is not None:
                 progress(record)

@@ -46,8 +46,11 @@ def sha256_file(path: Path) -> str:
 
 
 def file_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}  # fmt: skip
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 class Registry:
@@ -59,8 +62,9 @@ class Registry:
     # -- reading ------------------------------------------------------------------------------
     def versions(self) -> list[int]:
         """Published versions, oldest first."""
-        return sorted(int(p.name) for p in self.root.iterdir()
-                      if p.name.isdigit() and (p / MANIFEST).exists())  # fmt: skip
+        return sorted(
+            int(p.name) for p in self.root.iterdir() if p.name.isdigit() and (p / MANIFEST).exists()
+        )
 
     def path(self, version: int) -> Path:
         return self.root / str(version)
@@ -116,9 +120,13 @@ class Registry:
             build(tmp)
             versions = self.versions()
             version = (versions[-1] if versions else 0) + 1
-            manifest = {"version": version, "created_ms": int(time.time() * 1000),
-                        "parent": versions[-1] if versions else None, **meta,
-                        "files": file_hashes(tmp)}  # fmt: skip
+            manifest = {
+                "version": version,
+                "created_ms": int(time.time() * 1000),
+                "parent": versions[-1] if versions else None,
+                **meta,
+                "files": file_hashes(tmp),
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             fsync_tree(tmp)
             os.rename(tmp, self.path(version))
@@ -158,6 +166,10 @@ class Registry:
 
     def update_event(self, action: str, version: int) -> ModelUpdate:
         """The model-update event that announces ``action`` on ``version``."""
-        return ModelUpdate(action=action, version=version, path=str(self.path(version)),
-                           manifest_sha256=self.manifest_sha256(version),
-                           created_ms=int(time.time() * 1000))  # fmt: skip
+        return ModelUpdate(
+            action=action,
+            version=version,
+            path=str(self.path(version)),
+            manifest_sha256=self.manifest_sha256(version),
+            created_ms=int(time.time() * 1000),
+        )

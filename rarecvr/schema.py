@@ -116,8 +116,10 @@ def infer(
         else:
             cats.append(name)
             if pa.types.is_integer(kind):
-                notes.append(f"{name}: integers, categorical (ids are hashed; --numeric "
-                             f"{name} to model it as a number)")  # fmt: skip
+                notes.append(
+                    f"{name}: integers, categorical (ids are hashed; --numeric "
+                    f"{name} to model it as a number)"
+                )
     return FeatureSchema(tuple(cats), tuple(nums)), notes
 
 

@@ -27,9 +27,12 @@ from simulator.tables import Vocab
 from simulator.traffic import generate
 
 
-def labeled_examples(market: Marketplace, label_noise: float = 0.0,
-                     noisy_between: tuple[int, int] | None = None,
-                     seed: int = 0) -> Iterator[Record]:  # fmt: skip
+def labeled_examples(
+    market: Marketplace,
+    label_noise: float = 0.0,
+    noisy_between: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> Iterator[Record]:
     """Every click of the traffic as a labeled example, in records (each partition's in label-time
     order).
 
@@ -39,8 +42,9 @@ def labeled_examples(market: Marketplace, label_noise: float = 0.0,
     return _in_steps(_examples(market, label_noise, noisy_between, seed))
 
 
-def _examples(market: Marketplace, label_noise: float, noisy_between: tuple[int, int] | None,
-              seed: int) -> Iterator[tuple[int, dict]]:  # fmt: skip
+def _examples(
+    market: Marketplace, label_noise: float, noisy_between: tuple[int, int] | None, seed: int
+) -> Iterator[tuple[int, dict]]:
     """(label time, example) of every click, by label time."""
     window = market.cfg.attribution_window_ms
     rng = np.random.default_rng([market.cfg.seed, 5, seed])
@@ -56,10 +60,17 @@ def _examples(market: Marketplace, label_noise: float, noisy_between: tuple[int,
             if label_noise and lo <= final <= hi and rng.random() < label_noise:
                 label = 1 - label  # a false positive "converts" when its label became final
                 conversion = final if label else None
-            example = {"v": 1, "click_id": click["event_id"], "setup_id": click["setup_id"],
-                       "advertiser_id": click["advertiser_id"], "features": click["features"],
-                       "label": label, "click_ts_ms": click["ts_ms"],
-                       "conversion_ts_ms": conversion, "true_p": click["true_p"]}  # fmt: skip
+            example = {
+                "v": 1,
+                "click_id": click["event_id"],
+                "setup_id": click["setup_id"],
+                "advertiser_id": click["advertiser_id"],
+                "features": click["features"],
+                "label": label,
+                "click_ts_ms": click["ts_ms"],
+                "conversion_ts_ms": conversion,
+                "true_p": click["true_p"],
+            }
             heapq.heappush(heap, (final, click["event_id"], example))
         while heap and heap[0][0] <= int(chunk.ts_ms[-1]):
             final, _, example = heapq.heappop(heap)
@@ -101,7 +112,12 @@ def true_assignments(market: Marketplace) -> Iterator[Record]:
     start = market.cfg.start_ms
     hard = market.is_hard(np.arange(market.n_setups), start)
     for setup, is_hard in zip(market.setup_ids, hard, strict=True):
-        assignment = TaskAssignment(setup_id=setup, task="hard" if is_hard else "soft", epoch=1,
-                                    reason="simulator_truth", evidence={},
-                                    valid_from_ms=start)  # fmt: skip
+        assignment = TaskAssignment(
+            setup_id=setup,
+            task="hard" if is_hard else "soft",
+            epoch=1,
+            reason="simulator_truth",
+            evidence={},
+            valid_from_ms=start,
+        )
         yield Record(topics.TASK_ASSIGNMENTS.name, setup.encode(), encode(assignment), start)

@@ -27,8 +27,15 @@ Publish = Callable[[str, bytes, bytes], Awaitable[None]]
 class Stabilizer:
     """Policy state of one worker: its peers' evidence and the assignments table."""
 
-    def __init__(self, assignments, setups, params: PolicyParams, cvr_params: cvr.CvrParams,
-                 publish: Publish, eval_every_ms: int = 10 * 60_000):  # fmt: skip
+    def __init__(
+        self,
+        assignments,
+        setups,
+        params: PolicyParams,
+        cvr_params: cvr.CvrParams,
+        publish: Publish,
+        eval_every_ms: int = 10 * 60_000,
+    ):
         self.assignments, self.setups = assignments, setups
         self.params, self.cvr_params, self.publish = params, cvr_params, publish
         self.eval_every_ms = eval_every_ms
@@ -50,8 +57,9 @@ class Stabilizer:
         self.tasks = {}
         for setup_id, raw in self.assignments.items():
             self.tasks[setup_id] = raw["task"]
-            await self.publish(TASK_ASSIGNMENTS.name, setup_id.encode(),
-                               encode(TaskAssignment.model_validate(raw)))  # fmt: skip
+            await self.publish(
+                TASK_ASSIGNMENTS.name, setup_id.encode(), encode(TaskAssignment.model_validate(raw))
+            )
         self.stale = False
 
     async def on_cvr(self, setup_id: str, state: dict, now_ms: int) -> TaskAssignment | None:
@@ -94,10 +102,12 @@ def attach(app, params: PolicyParams, cvr_params: cvr.CvrParams) -> Stabilizer:
     from rarecvr.topics import CVR_DELTAS
 
     assignments = app.Table(
-        "task-assignments", default=None, partitions=CVR_DELTAS.partitions,
+        "task-assignments",
+        default=None,
+        partitions=CVR_DELTAS.partitions,
         options={"driver": "rocksdict"},
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
-    )  # fmt: skip
+    )
 
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         await app.producer.send(topic, key, value, None, None, None)

@@ -2,10 +2,13 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-FLIPS = Counter("rarecvr_stabilizer_flips_total", "Task changes of known setups, by direction.",
-                ["direction"])  # fmt: skip
-COLD_STARTS = Counter("rarecvr_stabilizer_cold_starts_total",
-                      "Setups assigned for the first time (from their peers' prior).")  # fmt: skip
+FLIPS = Counter(
+    "rarecvr_stabilizer_flips_total", "Task changes of known setups, by direction.", ["direction"]
+)
+COLD_STARTS = Counter(
+    "rarecvr_stabilizer_cold_starts_total",
+    "Setups assigned for the first time (from their peers' prior).",
+)
 HARD_SHARE = Gauge("rarecvr_stabilizer_hard_share", "Share of this worker's setups that are hard.")
 DWELL = Histogram(
     "rarecvr_stabilizer_dwell_hours",

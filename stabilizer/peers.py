@@ -56,8 +56,9 @@ class BetaPrior:
 
     def log_marginal(self, clicks: float, conversions: float) -> float:
         """Log-likelihood of the data under this prior, less the binomial coefficient."""
-        return float(betaln(self.a + conversions, self.b + clicks - conversions)
-                     - betaln(self.a, self.b))  # fmt: skip
+        return float(
+            betaln(self.a + conversions, self.b + clicks - conversions) - betaln(self.a, self.b)
+        )
 
     def describe(self) -> dict[str, float]:
         return {"prior_a": self.a, "prior_b": self.b}
@@ -95,18 +96,26 @@ class PeerPrior:
         if 0.0 < weight < 1.0:  # Bayes' rule on the two components' marginal likelihoods
             log_odds = np.log(weight / (1.0 - weight)) + (
                 self.peers.log_marginal(clicks, conversions)
-                - self.population.log_marginal(clicks, conversions))  # fmt: skip
+                - self.population.log_marginal(clicks, conversions)
+            )
             weight = float(expit(log_odds))
         return PeerPrior(self.peers.posterior(clicks, conversions), population, weight)
 
     def describe(self) -> dict[str, float]:
         peers = self.peers.describe() if self.peers else {}
-        return peers | {"population_a": self.population.a, "population_b": self.population.b,
-                        "peers_weight": self.peers_weight}  # fmt: skip
+        return peers | {
+            "population_a": self.population.a,
+            "population_b": self.population.b,
+            "peers_weight": self.peers_weight,
+        }
 
 
-def fit_prior(evidence: list[tuple[float, float]], min_strength: float, max_strength: float,
-              start: BetaPrior | None = None) -> BetaPrior | None:  # fmt: skip
+def fit_prior(
+    evidence: list[tuple[float, float]],
+    min_strength: float,
+    max_strength: float,
+    start: BetaPrior | None = None,
+) -> BetaPrior | None:
     """Maximum-likelihood Beta over setups' (clicks, conversions); None without clicks.
 
     Each setup's conversions are beta-binomial given its clicks: the fit finds the mean and the
@@ -179,7 +188,8 @@ class PeerBook:
         if not members:
             return None
         if key not in self._fits or self._changes.get(key, 0) * 10 >= len(members):
-            self._fits[key] = fit_prior(list(members.values()), self.min_strength,
-                                        self.max_strength, self._fits.get(key))  # fmt: skip
+            self._fits[key] = fit_prior(
+                list(members.values()), self.min_strength, self.max_strength, self._fits.get(key)
+            )
             self._changes[key] = 0
         return self._fits[key]

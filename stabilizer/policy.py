@@ -77,8 +77,14 @@ def posterior(evidence: Evidence, prior: Prior) -> Prior:
     return prior.posterior(clicks, min(max(evidence.conversions, 0.0), clicks))
 
 
-def decide(current: TaskAssignment | None, evidence: Evidence, prior: Prior, now_ms: int,
-           params: PolicyParams, setup_id: str = "setup") -> TaskAssignment | None:  # fmt: skip
+def decide(
+    current: TaskAssignment | None,
+    evidence: Evidence,
+    prior: Prior,
+    now_ms: int,
+    params: PolicyParams,
+    setup_id: str = "setup",
+) -> TaskAssignment | None:
     """The setup's new assignment, or None when it keeps its current one."""
     if current is not None and now_ms - current.valid_from_ms < params.min_dwell_ms:
         return None

@@ -99,8 +99,10 @@ class AssignmentReader:
             **kafka_auth.kafka_python(self.bootstrap), group_id=None, enable_auto_commit=False
         )
         try:
-            parts = [TopicPartition(self.topic, p)
-                     for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]  # fmt: skip
+            parts = [
+                TopicPartition(self.topic, p)
+                for p in sorted(consumer.partitions_for_topic(self.topic) or {0})
+            ]
             consumer.assign(parts)
             consumer.seek_to_beginning(*parts)
             ends = consumer.end_offsets(parts, timeout_ms=CHECK_TIMEOUT_MS)

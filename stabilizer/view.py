@@ -60,9 +60,12 @@ class AssignmentView:
         steps = self.history.setdefault(assignment.setup_id, [])
         bisect.insort(steps, (assignment.valid_from_ms, assignment.task, assignment.epoch))
         group = str(assignment.evidence.get("group", ""))
-        self.book.update(assignment.setup_id, group,
-                         float(assignment.evidence.get("clicks", 0.0)),
-                         float(assignment.evidence.get("conversions", 0.0)))  # fmt: skip
+        self.book.update(
+            assignment.setup_id,
+            group,
+            float(assignment.evidence.get("clicks", 0.0)),
+            float(assignment.evidence.get("conversions", 0.0)),
+        )
         # The prior mixes in the population: every group's answer may move.
         if self.settled:
             self._unsettled = True

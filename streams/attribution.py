@@ -72,8 +72,9 @@ class CvrDelta:
 
 
 def click_delta(click: dict) -> CvrDelta:
-    return CvrDelta(click["setup_id"], "click", click["ts_ms"],
-                    group=peer_group(click.get("features", {})))  # fmt: skip
+    return CvrDelta(
+        click["setup_id"], "click", click["ts_ms"], group=peer_group(click.get("features", {}))
+    )
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,11 @@ def conversion_delta(state: dict) -> CvrDelta:
 def label_effects(state: dict) -> list:
     """The output of a final label: the labeled example."""
     positive = state["label"] == 1
-    return [Label(_example(state["click"], state["label"],
-                           state["conv"]["ts_ms"] if positive else None))]  # fmt: skip
+    return [
+        Label(
+            _example(state["click"], state["label"], state["conv"]["ts_ms"] if positive else None)
+        )
+    ]
 
 
 def apply_event(

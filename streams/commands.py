@@ -14,38 +14,100 @@ POLICY = PolicyParams()
 
 @click.command()
 @click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="RARECVR_WORKER_DATA",
-              help="This worker's RocksDB tables (default $RARECVR_HOME/worker).")  # fmt: skip
-@click.option("--web-port", type=int, default=6066, show_default=True,
-              envvar="RARECVR_WORKER_PORT", help="HTTP port: /cvr/<setup>, /metrics.")  # fmt: skip
-@click.option("--window-days", type=float, default=7.0, show_default=True,
-              help="Attribution window.")  # fmt: skip
-@click.option("--lateness-minutes", type=float, default=60.0, show_default=True,
-              help="Allowed lateness of an event behind its stream.")  # fmt: skip
-@click.option("--half-life-days", type=float, default=7.0, show_default=True,
-              help="Half-life of the decayed CVR.")  # fmt: skip
-@click.option("--alpha", type=float, default=POLICY.alpha, show_default=True,
-              envvar="RARECVR_ALPHA",
-              help="Stabilizer: a setup with CVR at most alpha is hard.")  # fmt: skip
-@click.option("--online-margin", type=float, default=POLICY.online_margin, show_default=True,
-              help="Stabilizer: the online threshold is alpha * (1 - margin).")  # fmt: skip
-@click.option("--confidence", type=float, default=POLICY.confidence, show_default=True,
-              help="Stabilizer: posterior probability needed to change a task.")  # fmt: skip
-@click.option("--dwell-hours", type=float, show_default=True,
-              default=POLICY.min_dwell_ms / 3_600_000,
-              help="Stabilizer: event time a setup keeps a task before it may change.")  # fmt: skip
-@click.option("--tag-noise", type=click.FloatRange(0, 1, max_open=True), show_default=True,
-              default=POLICY.tag_noise, envvar="RARECVR_TAG_NOISE",
-              help="Stabilizer: share of setups whose type and category tags are wrong; the "
-                   "weight of all setups' prior beside the peer group's.")  # fmt: skip
-@click.option("--step-events", type=int, default=10_000, show_default=True,
-              envvar="RARECVR_STEP_EVENTS",
-              help="Events per agent step: a step writes each table key and sends each "
-                   "setup's CVR deltas once. Larger is faster, holds the loop longer.")  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="RARECVR_WORKER_DATA",
+    help="This worker's RocksDB tables (default $RARECVR_HOME/worker).",
+)
+@click.option(
+    "--web-port",
+    type=int,
+    default=6066,
+    show_default=True,
+    envvar="RARECVR_WORKER_PORT",
+    help="HTTP port: /cvr/<setup>, /metrics.",
+)
+@click.option(
+    "--window-days", type=float, default=7.0, show_default=True, help="Attribution window."
+)
+@click.option(
+    "--lateness-minutes",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Allowed lateness of an event behind its stream.",
+)
+@click.option(
+    "--half-life-days",
+    type=float,
+    default=7.0,
+    show_default=True,
+    help="Half-life of the decayed CVR.",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=POLICY.alpha,
+    show_default=True,
+    envvar="RARECVR_ALPHA",
+    help="Stabilizer: a setup with CVR at most alpha is hard.",
+)
+@click.option(
+    "--online-margin",
+    type=float,
+    default=POLICY.online_margin,
+    show_default=True,
+    help="Stabilizer: the online threshold is alpha * (1 - margin).",
+)
+@click.option(
+    "--confidence",
+    type=float,
+    default=POLICY.confidence,
+    show_default=True,
+    help="Stabilizer: posterior probability needed to change a task.",
+)
+@click.option(
+    "--dwell-hours",
+    type=float,
+    show_default=True,
+    default=POLICY.min_dwell_ms / 3_600_000,
+    help="Stabilizer: event time a setup keeps a task before it may change.",
+)
+@click.option(
+    "--tag-noise",
+    type=click.FloatRange(0, 1, max_open=True),
+    show_default=True,
+    default=POLICY.tag_noise,
+    envvar="RARECVR_TAG_NOISE",
+    help="Stabilizer: share of setups whose type and category tags are wrong; the "
+    "weight of all setups' prior beside the peer group's.",
+)
+@click.option(
+    "--step-events",
+    type=int,
+    default=10_000,
+    show_default=True,
+    envvar="RARECVR_STEP_EVENTS",
+    help="Events per agent step: a step writes each table key and sends each "
+    "setup's CVR deltas once. Larger is faster, holds the loop longer.",
+)
 @click.option("--loglevel", default="warning", show_default=True)
-def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_life_days,
-           alpha, online_margin, confidence, dwell_hours, tag_noise, step_events,
-           loglevel) -> None:  # fmt: skip
+def worker(
+    bootstrap,
+    data_dir,
+    web_port,
+    window_days,
+    lateness_minutes,
+    half_life_days,
+    alpha,
+    online_margin,
+    confidence,
+    dwell_hours,
+    tag_noise,
+    step_events,
+    loglevel,
+) -> None:
     """Run a stream worker: attribution, labels, decayed CVR per setup and the stabilizer's
     task assignments (Faust, RocksDB). Serves /cvr/<setup>, /assignments, /metrics, /healthz.
 
@@ -67,20 +129,31 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
         bootstrap=address,
         data_dir=data_dir,
         web_port=web_port,
-        rules=Rules(window_ms=window, allowed_lateness_ms=int(lateness_minutes * 60_000),
-                    orphan_ttl_ms=window, retention_ms=window),
+        rules=Rules(
+            window_ms=window,
+            allowed_lateness_ms=int(lateness_minutes * 60_000),
+            orphan_ttl_ms=window,
+            retention_ms=window,
+        ),
         # Recent-click buckets: 3 h, or finer for a short window (the delay correction needs
         # several buckets per window).
-        cvr=CvrParams(half_life_ms=int(half_life_days * DAY_MS), window_ms=window,
-                      bucket_ms=max(min(3 * 3_600_000, window // 8), 60_000)),
+        cvr=CvrParams(
+            half_life_ms=int(half_life_days * DAY_MS),
+            window_ms=window,
+            bucket_ms=max(min(3 * 3_600_000, window // 8), 60_000),
+        ),
         step_events=step_events,
-    )  # fmt: skip
+    )
     if prepare_data_dir(data_dir):
         click.echo("previous stop was not clean: tables will be restored from their changelogs")
     app = create_app(cfg)
-    policy = PolicyParams(alpha=alpha, online_margin=online_margin, confidence=confidence,
-                          min_dwell_ms=int(dwell_hours * 3_600_000),
-                          tag_noise=tag_noise)  # fmt: skip
+    policy = PolicyParams(
+        alpha=alpha,
+        online_margin=online_margin,
+        confidence=confidence,
+        min_dwell_ms=int(dwell_hours * 3_600_000),
+        tag_noise=tag_noise,
+    )
     attach(app, policy, cfg.cvr)
     code = 1
     try:
@@ -98,19 +171,31 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
 
 
 @click.command()
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
-              help="CSV(.gz) or Parquet click log, one row per click.")  # fmt: skip
-@click.option("--click-time", required=True,
-              help="Column with the click's time: epoch numbers, ISO-8601 or datetime strings, "
-                   "or timestamps.")  # fmt: skip
-@click.option("--conversion-time", required=True,
-              help="Column with the conversion's time; empty when there was none.")  # fmt: skip
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="CSV(.gz) or Parquet click log, one row per click.",
+)
+@click.option(
+    "--click-time",
+    required=True,
+    help="Column with the click's time: epoch numbers, ISO-8601 or datetime strings, "
+    "or timestamps.",
+)
+@click.option(
+    "--conversion-time",
+    required=True,
+    help="Column with the conversion's time; empty when there was none.",
+)
 @click.option("--setup", required=True, help="Conversion setup column(s), comma-separated.")
 @click.option("--features", required=True, help="Feature columns, comma-separated.")
 @log_options.feature_kinds
 @click.option("--id", "id_column", help="Click id column (default: the row number).")
-@click.option("--advertiser", help="Advertiser column (default: advertiser_id if the log has "
-              "one, else the setup).")  # fmt: skip
+@click.option(
+    "--advertiser",
+    help="Advertiser column (default: advertiser_id if the log has one, else the setup).",
+)
 @log_options.time_unit
 @click.option(
     "--window-days",
@@ -121,8 +206,21 @@ def worker(bootstrap, data_dir, web_port, window_days, lateness_minutes, half_li
 )
 @click.option("--speed", type=float, help="Compress event time by this factor.")
 @click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
-def replay(data, click_time, conversion_time, setup, features, categorical, numeric,
-           id_column, advertiser, unit, window_days, speed, bootstrap) -> None:  # fmt: skip
+def replay(
+    data,
+    click_time,
+    conversion_time,
+    setup,
+    features,
+    categorical,
+    numeric,
+    id_column,
+    advertiser,
+    unit,
+    window_days,
+    speed,
+    bootstrap,
+) -> None:
     """Send a click log to the clicks and conversions topics, in event-time order, after its
     feature schema (printed; integer columns are ids, hashed as categories, unless --numeric).
 
@@ -142,10 +240,21 @@ def replay(data, click_time, conversion_time, setup, features, categorical, nume
     address = kafka_auth.connect(bootstrap)
     try:
         table = read_table(data)
-        inferred, notes = infer(table, names(features), tuple(names(categorical)),
-                                tuple(names(numeric)))  # fmt: skip
-        records = list(log_records(table, click_time, conversion_time, names(setup),
-                                   names(features), unit, id_column, advertiser))  # fmt: skip
+        inferred, notes = infer(
+            table, names(features), tuple(names(categorical)), tuple(names(numeric))
+        )
+        records = list(
+            log_records(
+                table,
+                click_time,
+                conversion_time,
+                names(setup),
+                names(features),
+                unit,
+                id_column,
+                advertiser,
+            )
+        )
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     has_advertiser = advertiser or "advertiser_id" in table.column_names

@@ -40,8 +40,13 @@ class CvrParams:
 
 
 def empty() -> dict:
-    return {"clicks": [0.0, 0], "conversions": [0.0, 0], "recent": {}, "delays": [0] * 16,
-            "applied": {}}  # fmt: skip
+    return {
+        "clicks": [0.0, 0],
+        "conversions": [0.0, 0],
+        "recent": {},
+        "delays": [0] * 16,
+        "applied": {},
+    }
 
 
 def check(delta) -> None:

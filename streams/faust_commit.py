@@ -55,8 +55,11 @@ class Consumer(driver.Consumer):
 
     def stalled_partitions(self, now: float) -> dict[TP, int]:
         """Partitions held longer than ``STALL_RESEEK_S``, with the offset to read from."""
-        return {tp: offset for tp, (offset, since) in self._stalled.items()
-                if now - since >= STALL_RESEEK_S}  # fmt: skip
+        return {
+            tp: offset
+            for tp, (offset, since) in self._stalled.items()
+            if now - since >= STALL_RESEEK_S
+        }
 
     async def commit(self, *args, **kwargs) -> bool:
         did_commit = await super().commit(*args, **kwargs)
@@ -65,8 +68,9 @@ class Consumer(driver.Consumer):
             for tp, offset in self.stalled_partitions(time.monotonic()).items():
                 del self._stalled[tp]
                 if tp in assigned:
-                    log.warning("offset %d of %s was never acknowledged: reading again from it",
-                                offset, tp)  # fmt: skip
+                    log.warning(
+                        "offset %d of %s was never acknowledged: reading again from it", offset, tp
+                    )
                     metrics.RESEEKS.labels(tp.topic).inc()
                     await self.seek(tp, offset)
                     # Faust records a fetch gap when a record comes more than one past the

@@ -37,9 +37,17 @@ def log_records(
     advertiser: str | None = None,
 ) -> Iterator[Record]:
     """Click and conversion records for every row, sorted by event time."""
-    missing = [c for c in [click_time, conversion_time, *setup, *features,
-                           *filter(None, [id_column, advertiser])]
-               if c not in table.column_names]  # fmt: skip
+    missing = [
+        c
+        for c in [
+            click_time,
+            conversion_time,
+            *setup,
+            *features,
+            *filter(None, [id_column, advertiser]),
+        ]
+        if c not in table.column_names
+    ]
     if missing:
         raise KeyError(f"the log has no column(s) {missing}; it has {table.column_names}")
     clicks_at = millis(table[click_time], unit, click_time)
@@ -56,16 +64,28 @@ def log_records(
     for row, (cid, setup_id, adv) in enumerate(zip(ids, setups, advertisers, strict=True)):
         click_id = f"r{cid}" if id_column is None else str(cid)
         ts = int(clicks_at[row])
-        feats = {f: v for f, v in ((f, columns[f][row]) for f in features)
-                 if v is not None and v == v}  # fmt: skip
-        click = {"v": 1, "event_id": click_id, "ts_ms": ts, "setup_id": setup_id,
-                 "advertiser_id": str(adv), "features": feats}  # fmt: skip
+        feats = {
+            f: v for f, v in ((f, columns[f][row]) for f in features) if v is not None and v == v
+        }
+        click = {
+            "v": 1,
+            "event_id": click_id,
+            "ts_ms": ts,
+            "setup_id": setup_id,
+            "advertiser_id": str(adv),
+            "features": feats,
+        }
         key = click_id.encode()
         events.append((ts, 0, row, Record(CLICKS.name, key, json.dumps(click).encode(), ts)))
         if not np.isnan(converted_at[row]):
             cts = int(converted_at[row])
-            conversion = {"v": 1, "event_id": f"{click_id}-conversion", "click_id": click_id,
-                          "setup_id": setup_id, "ts_ms": cts}  # fmt: skip
+            conversion = {
+                "v": 1,
+                "event_id": f"{click_id}-conversion",
+                "click_id": click_id,
+                "setup_id": setup_id,
+                "ts_ms": cts,
+            }
             record = Record(CONVERSIONS.name, key, json.dumps(conversion).encode(), cts)
             events.append((cts, 1, row, record))
     events.sort(key=lambda e: e[:3])
@@ -84,8 +104,10 @@ def describe_times(records: list[Record]) -> str:
     clicks = [r.ts_ms for r in records if r.topic == CLICKS.name]
     if not clicks:
         return "none"
-    first, last = (datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-                   for t in (min(clicks), max(clicks)))  # fmt: skip
+    first, last = (
+        datetime.fromtimestamp(t / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        for t in (min(clicks), max(clicks))
+    )
     return f"{len(clicks)} from {first} to {last} UTC ({log_span_days(records):.1f} days)"
 
 

@@ -71,8 +71,13 @@ class Watermark:
         return {"latest": dict(self.latest), "offsets": dict(self.offsets)}
 
     @classmethod
-    def restore(cls, saved: dict, streams: tuple[str, ...], lateness_ms: int,
-                resume_at: dict[str, int | None]) -> Watermark:  # fmt: skip
+    def restore(
+        cls,
+        saved: dict,
+        streams: tuple[str, ...],
+        lateness_ms: int,
+        resume_at: dict[str, int | None],
+    ) -> Watermark:
         """A saved watermark, held until each stream is read back to its saved offset.
 
         ``resume_at`` is, per stream, the first offset whose effects the tables may lack (the

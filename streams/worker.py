@@ -112,8 +112,14 @@ def mark_clean(data_dir: Path) -> None:
 
 def delta_entry(effect: CvrDelta, source: str, offset: int) -> dict:
     """One CVR delta; ``source`` and ``offset`` (of the record that caused it) make it unique."""
-    return {"kind": effect.kind, "ts_ms": effect.ts_ms, "delay_ms": effect.delay_ms,
-            "source": source, "offset": offset, "group": effect.group}  # fmt: skip
+    return {
+        "kind": effect.kind,
+        "ts_ms": effect.ts_ms,
+        "delay_ms": effect.delay_ms,
+        "source": source,
+        "offset": offset,
+        "group": effect.group,
+    }
 
 
 def delta_message(setup_id: str, entries: list[dict]) -> bytes:
@@ -164,8 +170,11 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     labeled = app.topic(LABELED_EXAMPLES.name, **raw)
     deltas = app.topic(CVR_DELTAS.name, partitions=CVR_DELTAS.partitions, **raw)
     dead = app.topic(DEAD_LETTERS.name, **raw)
-    table = {"partitions": EVENT_PARTITIONS, "options": {"driver": "rocksdict"},
-             "schema": faust.Schema(key_serializer="raw", value_serializer="json")}  # fmt: skip
+    table = {
+        "partitions": EVENT_PARTITIONS,
+        "options": {"driver": "rocksdict"},
+        "schema": faust.Schema(key_serializer="raw", value_serializer="json"),
+    }
     states = app.Table("click-states", default=None, **table)
     marks = app.Table("watermarks", default=None, **table)
     setups = app.Table("setup-cvr", default=None, **table)
@@ -189,8 +198,10 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             if isinstance(effect, Label):
                 step.label(partition, effect.example)
             elif isinstance(effect, CvrDelta):
-                step.delta(effect.setup_id, delta_entry(effect, f"{kind}:{partition}:{effect.kind}",
-                                                        offset))  # fmt: skip
+                step.delta(
+                    effect.setup_id,
+                    delta_entry(effect, f"{kind}:{partition}:{effect.kind}", offset),
+                )
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
 
@@ -209,8 +220,9 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             marks[str(p)] = parts.watermarks[p].saved()
         for p, examples in step.labels.items():
             for value in join_lines(map(orjson.dumps, examples)):
-                labeled.send_soon(key=str(p).encode(), value=value,
-                                  partition=p % LABELED_EXAMPLES.partitions)  # fmt: skip
+                labeled.send_soon(
+                    key=str(p).encode(), value=value, partition=p % LABELED_EXAMPLES.partitions
+                )
             for label, n in Counter(example["label"] for example in examples).items():
                 metrics.LABELS.labels(str(label)).inc(n)
         for setup_id, entries in step.deltas.items():
@@ -225,8 +237,11 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             offsets = await admin.list_consumer_group_offsets(app.conf.id)
         finally:
             await admin.close()
-        return {TP(tp.topic, tp.partition): meta.offset
-                for tp, meta in offsets.items() if meta.offset >= 0}  # fmt: skip
+        return {
+            TP(tp.topic, tp.partition): meta.offset
+            for tp, meta in offsets.items()
+            if meta.offset >= 0
+        }
 
     def reload(step: Step) -> None:
         """Rebuild watermarks and expiry heaps from the tables after a (re)assignment.
@@ -258,16 +273,21 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                     resent += 1
         for key, saved in marks.items():
             p = int(key)
-            resume_at = {kind: max(committed.get(TP(topic, p), 0),
-                                   parts.applied.get((kind, p), -1) + 1)
-                         for kind, topic in SOURCE_TOPICS.items()}  # fmt: skip
-            parts.watermarks[p] = Watermark.restore(saved, STREAMS, rules.allowed_lateness_ms,
-                                                    resume_at)  # fmt: skip
+            resume_at = {
+                kind: max(committed.get(TP(topic, p), 0), parts.applied.get((kind, p), -1) + 1)
+                for kind, topic in SOURCE_TOPICS.items()
+            }
+            parts.watermarks[p] = Watermark.restore(
+                saved, STREAMS, rules.allowed_lateness_ms, resume_at
+            )
         parts.stale = False
-        app.log.warning("reloaded %d states, resent %d labels; committed %r; watermarks %r",
-                        len(states), resent, dict(committed),
-                        {p: w.saved() | {"hold": w.hold}
-                         for p, w in parts.watermarks.items()})  # fmt: skip
+        app.log.warning(
+            "reloaded %d states, resent %d labels; committed %r; watermarks %r",
+            len(states),
+            resent,
+            dict(committed),
+            {p: w.saved() | {"hold": w.hold} for p, w in parts.watermarks.items()},
+        )
 
     def committed(kind: str, p: int) -> int:
         tp = TP(SOURCE_TOPICS[kind], p)
@@ -318,9 +338,14 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         metrics.PENDING.labels(str(p)).set(len(heap))
 
     def dead_letter(message, value: bytes, error: ContractError) -> None:
-        letter = DeadLetter(topic=message.topic, partition=message.partition,
-                            offset=message.offset, reason=error.reason, detail=str(error),
-                            raw_b64=base64.b64encode(value or b"").decode())  # fmt: skip
+        letter = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=error.reason,
+            detail=str(error),
+            raw_b64=base64.b64encode(value or b"").decode(),
+        )
         dead.send_soon(key=message.key, value=encode(letter))
         metrics.DEAD_LETTERS.labels(error.metric_label).inc()
 

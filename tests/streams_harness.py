@@ -41,12 +41,28 @@ class Workers:
         port = self.ports.setdefault(name, free_port())
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rarecvr.cli", "worker", "--bootstrap", self.bootstrap,
-             "--data-dir", str(self.root / name), "--web-port", str(port),
-             "--window-days", str(WINDOW_MS / 86_400_000),
-             "--lateness-minutes", str(LATENESS_MS / 60_000), *extra],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "rarecvr.cli",
+                "worker",
+                "--bootstrap",
+                self.bootstrap,
+                "--data-dir",
+                str(self.root / name),
+                "--web-port",
+                str(port),
+                "--window-days",
+                str(WINDOW_MS / 86_400_000),
+                "--lateness-minutes",
+                str(LATENESS_MS / 60_000),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
         log.close()
         self.procs[name] = proc
         return proc

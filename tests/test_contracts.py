@@ -121,13 +121,17 @@ def test_peek_checks_each_line_of_a_batched_record_and_names_the_bad_one():
     from rarecvr.peek import validate
     from rarecvr.topics import LABELED_EXAMPLES
 
-    good = (b'{"click_id": "c1", "setup_id": "s1", "advertiser_id": "a1", "features": {},'
-            b' "label": 0, "click_ts_ms": 5}')  # fmt: skip
+    good = (
+        b'{"click_id": "c1", "setup_id": "s1", "advertiser_id": "a1", "features": {},'
+        b' "label": 0, "click_ts_ms": 5}'
+    )
     record = SimpleNamespace(offset=7, value=b"\n".join([good, good.replace(b"0,", b"2,"), good]))
 
     checked = validate(LABELED_EXAMPLES, 3, record)
 
     assert [(c.partition, c.offset, c.error is None) for c in checked] == [
-        (3, 7, True), (3, 7, False), (3, 7, True),
-    ]  # fmt: skip
+        (3, 7, True),
+        (3, 7, False),
+        (3, 7, True),
+    ]
     assert checked[1].error.reason == "labeled_example.label"

@@ -18,10 +18,24 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     env = {**os.environ, "RARECVR_HOME": str(tmp_path)}
     env.pop("RARECVR_BOOTSTRAP", None)
     done = subprocess.run(
-        [sys.executable, "-m", "rarecvr.cli", "demo", "--minutes", "3.5", "--speed", "800",
-         "--window-hours", "1", "--json"],
-        env=env, capture_output=True, text=True, timeout=540,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rarecvr.cli",
+            "demo",
+            "--minutes",
+            "3.5",
+            "--speed",
+            "800",
+            "--window-hours",
+            "1",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     logs = {p.stem: p.read_text()[-3000:] for p in (tmp_path / "demo" / "logs").glob("*.log")}
@@ -34,7 +48,9 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     assert summary["history"]["hard_rig_vs_constant_low"] > 0
     assert summary["headline"].startswith("Version 1, fitted on the simulated history, beat")
     assert os.path.getsize(summary["report"]) > 20_000  # the plots are in it
-    report(f"demo (3.5 min): {summary['versions_published']} versions published, served "
-           f"{summary['versions_served']}, {summary['requests']} requests, 0 failed; hard RIG "
-           f"{summary['first_hard_rig']} -> {summary['last_hard_rig']}, pooled "
-           f"{summary['served_hard_rig_pooled']}")  # fmt: skip
+    report(
+        f"demo (3.5 min): {summary['versions_published']} versions published, served "
+        f"{summary['versions_served']}, {summary['requests']} requests, 0 failed; hard RIG "
+        f"{summary['first_hard_rig']} -> {summary['last_hard_rig']}, pooled "
+        f"{summary['served_hard_rig_pooled']}"
+    )

@@ -110,12 +110,32 @@ def test_a_broker_restart_loses_nothing_and_the_replica_answers_throughout(tmp_p
         trainer_log = tmp_path / "train.log"
         with open(trainer_log, "wb") as out:
             trainer = subprocess.Popen(
-                [sys.executable, "-m", "rarecvr.cli", "train", "--bootstrap", bootstrap,
-                 "--registry", str(tmp_path / "trained"), "--state-dir", str(state_file.parent),
-                 "--window-hours", "6", "--attribution-days", str(WINDOW_MS / 86_400_000),
-                 "--hash-buckets", "2000", "--close-idle-seconds", "5", "--metrics-port", "0"],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "rarecvr.cli",
+                    "train",
+                    "--bootstrap",
+                    bootstrap,
+                    "--registry",
+                    str(tmp_path / "trained"),
+                    "--state-dir",
+                    str(state_file.parent),
+                    "--window-hours",
+                    "6",
+                    "--attribution-days",
+                    str(WINDOW_MS / 86_400_000),
+                    "--hash-buckets",
+                    "2000",
+                    "--close-idle-seconds",
+                    "5",
+                    "--metrics-port",
+                    "0",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env},
+            )
         feed = ExampleFeed(
             bootstrap,
             LABELED_EXAMPLES.name,

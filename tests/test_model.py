@@ -34,8 +34,9 @@ def batch(n=256, seed=0):
 
 
 def small(**overrides):
-    return ModelConfig(SPEC, **({"hash_buckets": 200, "embedding_dim": 4, "tower_units": (8,)}
-                              | overrides))  # fmt: skip
+    return ModelConfig(
+        SPEC, **({"hash_buckets": 200, "embedding_dim": 4, "tower_units": (8,)} | overrides)
+    )
 
 
 def bce(y, logit):
@@ -49,9 +50,11 @@ def test_each_task_loss_is_averaged_over_that_tasks_examples_only():
     logits_soft, logits_hard = rng.normal(size=90), rng.normal(size=10)
     rows = [tf.where(task == k)[:, 0] for k in (0, 1)]
     got = multitask_loss(
-        tf.constant(labels), [tf.constant(logits_soft, tf.float32),
-                              tf.constant(logits_hard, tf.float32)], rows, (0.3, 0.7)
-    )  # fmt: skip
+        tf.constant(labels),
+        [tf.constant(logits_soft, tf.float32), tf.constant(logits_hard, tf.float32)],
+        rows,
+        (0.3, 0.7),
+    )
     expected = 0.3 * bce(labels[:90], logits_soft) + 0.7 * bce(labels[90:], logits_hard)
     assert float(got) == pytest.approx(expected, rel=1e-5)
     # Keras's sum_over_batch_size would have given the hard task 10x less weight:
@@ -164,8 +167,11 @@ def test_sparse_adam_moves_only_the_rows_in_the_batch():
     sparse, dense = SparseAdam(learning_rate=0.1), keras.optimizers.Adam(learning_rate=0.1)
     sparse.build([table])
     dense.build([dense_twin])
-    grad = tf.IndexedSlices(tf.constant([[1.0, -1.0], [0.5, 0.5], [1.0, 1.0]]),
-                            tf.constant([1, 3, 1]), tf.constant([6, 2]))  # fmt: skip
+    grad = tf.IndexedSlices(
+        tf.constant([[1.0, -1.0], [0.5, 0.5], [1.0, 1.0]]),
+        tf.constant([1, 3, 1]),
+        tf.constant([6, 2]),
+    )
     sparse.apply([grad], [table])
     dense.apply([tf.convert_to_tensor(grad)], [dense_twin])
     # On a first step lazy and dense Adam agree (untouched rows have zero moments in both).
@@ -221,9 +227,11 @@ def test_a_model_version_serves_each_tower_from_one_stored_trunk(tmp_path):
     out = model(inputs)
     np.testing.assert_allclose(load(tmp_path / "1")(inputs), out["hard"].numpy(), atol=1e-6)
     np.testing.assert_allclose(load(tmp_path / "1", SOFT)(inputs), out["soft"].numpy(), atol=1e-6)
-    saved = sum(int(np.prod(shape)) for name, shape in
-                tf.train.list_variables(str(tmp_path / "1" / "variables" / "variables"))
-                if name.endswith("VARIABLE_VALUE"))  # fmt: skip
+    saved = sum(
+        int(np.prod(shape))
+        for name, shape in tf.train.list_variables(str(tmp_path / "1" / "variables" / "variables"))
+        if name.endswith("VARIABLE_VALUE")
+    )
     assert saved == sum(int(np.prod(w.shape)) for w in model.weights), "every weight stored once"
 
 
@@ -255,8 +263,9 @@ def test_dataset_batches_are_the_rows_in_order():
     inputs, labels, task = batch(600)
     batches = list(dataset(inputs, labels, task, 256).as_numpy_iterator())
     assert [len(y["label"]) for _, y in batches] == [256, 256, 88]
-    np.testing.assert_array_equal(np.concatenate([x["setup_id"] for x, _ in batches]),
-                                  inputs["setup_id"])  # fmt: skip
+    np.testing.assert_array_equal(
+        np.concatenate([x["setup_id"] for x, _ in batches]), inputs["setup_id"]
+    )
     np.testing.assert_array_equal(np.concatenate([y["task"] for _, y in batches]), task)
 
 

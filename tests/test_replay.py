@@ -16,8 +16,7 @@ from rarecvr.topics import CLICKS, CONVERSIONS, ensure_topics
 from tests.streams_harness import read_topic
 
 
-def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_path,
-                                                                     monkeypatch):  # fmt: skip
+def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_path, monkeypatch):
     prefix = f"r{uuid.uuid4().hex[:8]}."
     monkeypatch.setenv("RARECVR_TOPIC_PREFIX", prefix)
     ensure_topics(kafka.bootstrap)
@@ -28,12 +27,33 @@ def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_
     log = tmp_path / "log.csv"
     log.write_text("\n".join(rows) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "rarecvr.cli", "replay", "--data", str(log), "--click-time", "ts",
-         "--conversion-time", "conv_ts", "--setup", "campaign,event",
-         "--features", "device,price", "--unit", "ms", "--window-days", "0.0005",
-         "--bootstrap", kafka.bootstrap],
-        capture_output=True, text=True, timeout=120, env={**os.environ},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rarecvr.cli",
+            "replay",
+            "--data",
+            str(log),
+            "--click-time",
+            "ts",
+            "--conversion-time",
+            "conv_ts",
+            "--setup",
+            "campaign,event",
+            "--features",
+            "device,price",
+            "--unit",
+            "ms",
+            "--window-days",
+            "0.0005",
+            "--bootstrap",
+            kafka.bootstrap,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
     assert result.returncode == 0, result.stderr
     assert "categorical: setup_id, device; numeric: price" in result.stdout
     assert "warning" not in result.stderr
@@ -47,8 +67,11 @@ def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_
     by_id = {c.event_id: c for c in clicks}
     assert all(by_id[v.click_id].ts_ms + 500 == v.ts_ms for v in conversions)
     for partition in range(CLICKS.partitions):
-        times = [decode(Click, r.value).ts_ms for r in read_topic(kafka.bootstrap, CLICKS)
-                 if r.partition == partition]  # fmt: skip
+        times = [
+            decode(Click, r.value).ts_ms
+            for r in read_topic(kafka.bootstrap, CLICKS)
+            if r.partition == partition
+        ]
         assert times == sorted(times)
 
 

@@ -72,11 +72,15 @@ def test_random_split_assigns_tasks_from_the_training_part_only(tmp_path):
     header, body = lines[0], lines[1:]
     order = np.random.default_rng(0).permutation(n)
     test_rows = set(order[6000:].tolist())
-    body = [(",".join([p[0], str(1 - int(p[1])), p[2]]) if i in test_rows else line)
-            for i, line in enumerate(body) for p in [line.split(",")]]  # fmt: skip
+    body = [
+        (",".join([p[0], str(1 - int(p[1])), p[2]]) if i in test_rows else line)
+        for i, line in enumerate(body)
+        for p in [line.split(",")]
+    ]
     flipped.write_text("\n".join([header, *body]) + "\n")
-    again = from_file(flipped, "converted", ["segment"], ["device"],
-                      TaskRule(alpha=0.01, prior_strength=5))  # fmt: skip
+    again = from_file(
+        flipped, "converted", ["segment"], ["device"], TaskRule(alpha=0.01, prior_strength=5)
+    )
     assert np.array_equal(again.test.hard, study.test.hard)
 
 
@@ -98,17 +102,40 @@ def test_a_missing_column_is_named(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "hillstrom.csv").exists(), reason="needs ../shared/data")
 def test_research_cli_on_hillstrom_writes_a_report_and_json(tmp_path):
-    args = ["research", "--data", str(SHARED / "hillstrom.csv"), "--label", "conversion",
-            "--setup", "treatment,channel", "--features", "recency,history_segment,history,mens,"
-            "womens,zip_code,newbie", "--alpha", "0.01", "--quick", "--epochs", "1",
-            "--out", str(tmp_path), "--json"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "rarecvr.cli", *args], capture_output=True,
-                            text=True, timeout=600,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    args = [
+        "research",
+        "--data",
+        str(SHARED / "hillstrom.csv"),
+        "--label",
+        "conversion",
+        "--setup",
+        "treatment,channel",
+        "--features",
+        "recency,history_segment,history,mens,womens,zip_code,newbie",
+        "--alpha",
+        "0.01",
+        "--quick",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "rarecvr.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     last = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"rig_lift_vs_single_task", "auc_lift_vs_single_task", "oracle_rig_fraction",
-            "configuration"} <= set(last)  # fmt: skip
+    assert {
+        "rig_lift_vs_single_task",
+        "auc_lift_vs_single_task",
+        "oracle_rig_fraction",
+        "configuration",
+    } <= set(last)
     assert last["oracle_rig_fraction"] is None  # no truth in a real log
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64" in html and "single-task" in html

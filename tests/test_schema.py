@@ -11,20 +11,23 @@ from rarecvr.logfile import millis
 from rarecvr.schema import EncodingError, FeatureSchema, encode_records, encode_table, infer
 from trainer.features import NoSchema, choose, drift_message
 
-LOG = pa.table({
-    "ip": [87540, 105560, 87540],
-    "device": ["iphone", "android", None],
-    "spend": [0.5, 2.0, None],
-    "flag": [True, False, True],
-    "click_time": ["2017-11-07 09:30:38", "2017-11-07 13:40:00", "2017-11-08 00:00:01"],
-})  # fmt: skip
+LOG = pa.table(
+    {
+        "ip": [87540, 105560, 87540],
+        "device": ["iphone", "android", None],
+        "spend": [0.5, 2.0, None],
+        "flag": [True, False, True],
+        "click_time": ["2017-11-07 09:30:38", "2017-11-07 13:40:00", "2017-11-08 00:00:01"],
+    }
+)
 
 
 def test_integer_ids_are_categorical_floats_numeric_and_overrides_win():
     schema, notes = infer(LOG, ["ip", "device", "spend", "flag"])
     assert schema == FeatureSchema(("ip", "device", "flag"), ("spend",))
-    assert notes == ["ip: integers, categorical (ids are hashed; --numeric ip to model it as a "
-                     "number)"]  # fmt: skip
+    assert notes == [
+        "ip: integers, categorical (ids are hashed; --numeric ip to model it as a number)"
+    ]
     schema, _ = infer(LOG, ["ip", "spend"], categorical=("spend",), numeric=("ip",))
     assert schema == FeatureSchema(("spend",), ("ip",))
 

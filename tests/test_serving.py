@@ -45,8 +45,11 @@ STALE_S = 15  #: the replica's --stale-after: above the threads' 5 s between suc
 
 def write_version(registry: Registry, seed: int, poison: str | None = None, **config) -> int:
     """A version of a freshly initialised model (``poison``: "nan" weights or "corrupt" files)."""
-    model = build(ModelConfig(**{**CONFIG.__dict__, "seed": seed, **config}), SAMPLE,
-                  {"hard": 0.005, "soft": 0.1})  # fmt: skip
+    model = build(
+        ModelConfig(**{**CONFIG.__dict__, "seed": seed, **config}),
+        SAMPLE,
+        {"hard": 0.005, "soft": 0.1},
+    )
     if poison == "nan":
         tower = model.towers[model.config.tasks.index("hard")]
         kernel = tower.layers[-1].kernel
@@ -142,19 +145,39 @@ def replica(kafka, tmp_path, monkeypatch):
     ensure_topics(kafka.bootstrap)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
     for setup, task in (("s-hard", "hard"), ("s-soft", "soft")):
-        assignment = TaskAssignment(setup_id=setup, task=task, epoch=3, reason="test",
-                                    evidence={}, valid_from_ms=0)  # fmt: skip
+        assignment = TaskAssignment(
+            setup_id=setup, task=task, epoch=3, reason="test", evidence={}, valid_from_ms=0
+        )
         producer.send(TASK_ASSIGNMENTS.name, key=setup.encode(), value=encode(assignment))
     registry = Registry(tmp_path / "registry", keep=50)
     publish(registry, producer, seed=1)
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rarecvr.cli", "serve", "--bootstrap", kafka.bootstrap,
-         "--registry", str(registry.root), "--port", str(port), "--token", TOKEN,
-         "--max-batch", "100", "--max-body-bytes", "200000", "--stale-after", str(STALE_S)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RARECVR_TOPIC_PREFIX": prefix},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rarecvr.cli",
+            "serve",
+            "--bootstrap",
+            kafka.bootstrap,
+            "--registry",
+            str(registry.root),
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+            "--max-batch",
+            "100",
+            "--max-body-bytes",
+            "200000",
+            "--stale-after",
+            str(STALE_S),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "RARECVR_TOPIC_PREFIX": prefix},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -319,12 +342,16 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(replica):
     assert status == 422 and body["field"] == "candidates"
     status, body = post(port, {"candidates": 5})
     assert status == 422 and body["field"] == "candidates"
-    status, body = post(port, None, raw=b'{"candidates": [{"setup_id": "s", "features": '
-                                        b'{"recency_days": NaN}}]}')  # fmt: skip
+    status, body = post(
+        port, None, raw=b'{"candidates": [{"setup_id": "s", "features": {"recency_days": NaN}}]}'
+    )
     assert status == 400 and "NaN is not a JSON number" in body["error"]
     for huge in (b"1e400", b"1" + b"0" * 400):
-        status, body = post(port, None, raw=b'{"candidates": [{"setup_id": "s", "features": '
-                                            b'{"recency_days": ' + huge + b"}}]}")  # fmt: skip
+        status, body = post(
+            port,
+            None,
+            raw=b'{"candidates": [{"setup_id": "s", "features": {"recency_days": ' + huge + b"}}]}",
+        )
         assert status == 422 and body["field"].startswith("candidates.0.features.recency_days")
     status, body = post(port, {"candidates": [{"setup_id": "s", "features": {"ip": 87540}}]})
     assert status == 422 and body["field"] == "candidates.0.features.ip"

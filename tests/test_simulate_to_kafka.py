@@ -13,8 +13,20 @@ from rarecvr.topics import CLICKS, CONVERSIONS
 from simulator import Faults, Marketplace, SimConfig
 from simulator.events import event_stream
 
-ARGS = ["--clicks", "5000", "--advertisers", "30", "--days", "2", "--seed", "11",
-        "--duplicates", "0.01", "--malformed", "0.01"]  # fmt: skip
+ARGS = [
+    "--clicks",
+    "5000",
+    "--advertisers",
+    "30",
+    "--days",
+    "2",
+    "--seed",
+    "11",
+    "--duplicates",
+    "0.01",
+    "--malformed",
+    "0.01",
+]
 
 
 def end_offsets(bootstrap):
@@ -45,8 +57,9 @@ def test_simulate_to_kafka_sends_every_generated_event(kafka, report):
         env={**os.environ, "RARECVR_BOOTSTRAP": kafka.bootstrap},
     )
     assert result.returncode == 0, result.stderr
-    cfg = SimConfig(clicks=5000, advertisers=30, days=2, seed=11,
-                    faults=Faults(duplicate=0.01, malformed=0.01))  # fmt: skip
+    cfg = SimConfig(
+        clicks=5000, advertisers=30, days=2, seed=11, faults=Faults(duplicate=0.01, malformed=0.01)
+    )
     expected = Counter((r.topic, r.value) for r in event_stream(Marketplace(cfg)))
     received = read_from(kafka.bootstrap, before)
     assert received == expected

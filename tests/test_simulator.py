@@ -139,19 +139,27 @@ def test_each_fault_appears_at_its_configured_rate():
     for record in event_stream(market):
         counts[(record.fault or "valid").split(":")[0]] += 1
     valid_events = counts["valid"] + counts["out_of_order"] + counts["late"]
-    for fault, rate in [("duplicate", 0.02), ("out_of_order", 0.03), ("late", 0.01),
-                        ("malformed", 0.02)]:  # fmt: skip
+    for fault, rate in [
+        ("duplicate", 0.02),
+        ("out_of_order", 0.03),
+        ("late", 0.01),
+        ("malformed", 0.02),
+    ]:
         sd = np.sqrt(rate * (1 - rate) / valid_events)
         assert abs(counts[fault] / valid_events - rate) < 4 * sd, (fault, counts)
 
 
 def test_faults_leave_the_valid_events_unchanged():
     base = replace(SMALL, clicks=20_000, advertisers=40)
-    noisy = replace(base, faults=Faults(duplicate=0.05, out_of_order=0.05, late=0.02,
-                                        malformed=0.05))  # fmt: skip
+    noisy = replace(
+        base, faults=Faults(duplicate=0.05, out_of_order=0.05, late=0.02, malformed=0.05)
+    )
     clean = sorted(r.value for r in event_stream(Marketplace(base)))
-    faulty = {r.value for r in event_stream(Marketplace(noisy)) if r.fault is None or
-              r.fault in ("out_of_order", "late")}  # fmt: skip
+    faulty = {
+        r.value
+        for r in event_stream(Marketplace(noisy))
+        if r.fault is None or r.fault in ("out_of_order", "late")
+    }
     assert set(clean) == faulty
 
 

@@ -21,8 +21,14 @@ priors = st.builds(BetaPrior, st.floats(0.01, 50), st.floats(1, 5000))
 
 
 def assignment(task: str, epoch: int = 3, valid_from_ms: int = 0) -> TaskAssignment:
-    return TaskAssignment(setup_id="s", task=task, epoch=epoch, reason="test", evidence={},
-                          valid_from_ms=valid_from_ms)  # fmt: skip
+    return TaskAssignment(
+        setup_id="s",
+        task=task,
+        epoch=epoch,
+        reason="test",
+        evidence={},
+        valid_from_ms=valid_from_ms,
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -42,8 +48,12 @@ def test_no_change_without_strong_evidence_and_the_dwell_time(task, n, rate, pri
 
 
 @settings(max_examples=200, deadline=None)
-@given(prior=priors, low=st.floats(0, 0.004), high=st.floats(0.03, 0.3),
-       age=st.integers(DAY_MS, 30 * DAY_MS))  # fmt: skip
+@given(
+    prior=priors,
+    low=st.floats(0, 0.004),
+    high=st.floats(0.03, 0.3),
+    age=st.integers(DAY_MS, 30 * DAY_MS),
+)
 def test_a_change_once_evidence_is_strong_and_the_dwell_time_has_passed(prior, low, high, age):
     n = 200_000.0
     to_hard = decide(assignment("soft"), Evidence(n, n * low), prior, age, PARAMS)
@@ -173,9 +183,16 @@ def test_a_cold_start_answer_follows_evidence_from_other_groups():
     view = AssignmentView(PolicyParams(alpha=0.01, tag_noise=0.2))
 
     def apply(setup, group, clicks, conversions):
-        view.apply(TaskAssignment(setup_id=setup, task="soft", epoch=1, reason="cold_start",
-                                  evidence={"clicks": clicks, "conversions": conversions,
-                                            "group": group}, valid_from_ms=0))  # fmt: skip
+        view.apply(
+            TaskAssignment(
+                setup_id=setup,
+                task="soft",
+                epoch=1,
+                reason="cold_start",
+                evidence={"clicks": clicks, "conversions": conversions, "group": group},
+                valid_from_ms=0,
+            )
+        )
 
     apply("rare", "retail/purchase", 10_000, 50)
     assert view.task("new", group="retail/purchase") == ("hard", 0)

@@ -25,12 +25,20 @@ RULES = Rules(window_ms=1000, allowed_lateness_ms=50, orphan_ttl_ms=1000, retent
 
 
 def click(i, ts):
-    return {"event_id": f"c{i}", "ts_ms": ts, "setup_id": f"s{i % 3}", "advertiser_id": "a",
-            "features": {"f": i}, "true_p": None}  # fmt: skip
+    return {
+        "event_id": f"c{i}",
+        "ts_ms": ts,
+        "setup_id": f"s{i % 3}",
+        "advertiser_id": "a",
+        "features": {"f": i},
+        "true_p": None,
+    }
 
 
-@given(st.lists(st.tuples(st.integers(0, 10_000), st.floats(0.1, 5.0)), min_size=1, max_size=30),
-       st.randoms())  # fmt: skip
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.floats(0.1, 5.0)), min_size=1, max_size=30),
+    st.randoms(),
+)
 def test_decayed_sum_does_not_depend_on_arrival_order(events, rng):
     forward = decay.ZERO
     for t, w in events:
@@ -125,7 +133,9 @@ def test_an_orphan_conversion_waits_for_its_late_click():
     assert [e.name for e in effects] == ["orphan_conversion"]
     state, effects = on_click(state, click(1, 400), RULES)
     assert [(type(e).__name__, e.kind) for e in effects] == [
-        ("CvrDelta", "click"), ("CvrDelta", "conversion")]  # fmt: skip
+        ("CvrDelta", "click"),
+        ("CvrDelta", "conversion"),
+    ]
     state, effects = on_watermark(state, 400 + RULES.window_ms, RULES)
     assert effects[0].example["label"] == 1 and effects[0].example["conversion_ts_ms"] == 500
 
@@ -173,8 +183,9 @@ def test_watermark_is_the_slowest_stream_less_lateness_and_never_goes_back():
     assert wm.value == 90
 
 
-PARAMS = cvr.CvrParams(half_life_ms=10_000, window_ms=5_000, bucket_ms=500,
-                       prior_delay_median_ms=1_000)  # fmt: skip
+PARAMS = cvr.CvrParams(
+    half_life_ms=10_000, window_ms=5_000, bucket_ms=500, prior_delay_median_ms=1_000
+)
 
 
 def delta(kind, ts, offset, source="clicks:0", delay=0):
@@ -261,8 +272,9 @@ def test_a_restored_watermark_expires_nothing_until_every_stream_is_read_back_to
     for offset, ts in enumerate((100, 200, 300)):
         wm.observe("clicks", ts, offset)
         wm.observe("conversions", ts, offset)
-    resumed = Watermark.restore(wm.saved(), ("clicks", "conversions"), 0,
-                                resume_at={"clicks": 1, "conversions": 2})  # fmt: skip
+    resumed = Watermark.restore(
+        wm.saved(), ("clicks", "conversions"), 0, resume_at={"clicks": 1, "conversions": 2}
+    )
     assert resumed.value == 300 and resumed.hold == {"clicks": 2, "conversions": 2}
     assert not resumed.observe("clicks", 200, 1)  # re-read, still short of offset 2
     assert not resumed.observe("clicks", 300, 2)  # clicks done, conversions not yet
@@ -274,7 +286,8 @@ def test_a_watermark_saved_before_the_committed_offsets_resumes_without_a_hold()
     wm = Watermark(("clicks", "conversions"), lateness_ms=0)
     wm.observe("clicks", 100, 4)
     wm.observe("conversions", 90, 7)
-    resumed = Watermark.restore(wm.saved(), ("clicks", "conversions"), 0,
-                                resume_at={"clicks": 5, "conversions": 8})  # fmt: skip
+    resumed = Watermark.restore(
+        wm.saved(), ("clicks", "conversions"), 0, resume_at={"clicks": 5, "conversions": 8}
+    )
     assert not resumed.held and resumed.value == 90
     assert resumed.observe("conversions", 95, 8)

@@ -44,17 +44,24 @@ from trainer.window_run import WindowRun
 HOUR_MS = 3_600_000
 WINDOW_MS = 12 * HOUR_MS
 ATTRIBUTION_MS = 6 * HOUR_MS
-SIM = SimConfig(clicks=360_000, days=4.0, advertisers=60, seed=3,
-                attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
+SIM = SimConfig(
+    clicks=360_000, days=4.0, advertisers=60, seed=3, attribution_window_ms=ATTRIBUTION_MS
+)
 LIVE_FROM = SIM.start_ms + 2 * 86_400_000  #: the first two days are the history log
-MODEL = ModelConfig(FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES), hash_buckets=20_000,
-                    tower_units=(64, 32))  # fmt: skip
+MODEL = ModelConfig(
+    FeatureSchema(CATEGORICAL_FEATURES, NUMERIC_FEATURES), hash_buckets=20_000, tower_units=(64, 32)
+)
 
 
 def config(bootstrap: str, root: Path) -> TrainerConfig:
-    return TrainerConfig(bootstrap=bootstrap, registry=root / "registry", state_dir=root / "state",
-                         model=MODEL, window_ms=WINDOW_MS,
-                         attribution_window_ms=ATTRIBUTION_MS)  # fmt: skip
+    return TrainerConfig(
+        bootstrap=bootstrap,
+        registry=root / "registry",
+        state_dir=root / "state",
+        model=MODEL,
+        window_ms=WINDOW_MS,
+        attribution_window_ms=ATTRIBUTION_MS,
+    )
 
 
 def stream(kafka, monkeypatch, **noise) -> str:
@@ -115,10 +122,12 @@ def test_history_publishes_version_1_and_windows_warm_start_from_it_above_a_cons
         assert np.isfinite(load(registry.path(version), SOFT)(sample)).all(), "soft signature"
     graph = load(registry.path(registry.serving()))
     assert np.isfinite(graph(sample)).all()
-    report(f"trainer: version 1 from history (hard RIG over a constant "
-           f"{first['holdout']['candidate']['hard_rig_vs_constant']:.4f} held out), then "
-           f"{len(published)} versions from {len(history)} windows; progressive hard RIG over a "
-           f"constant {', '.join(f'{g:.4f}' for g in gains)}")  # fmt: skip
+    report(
+        f"trainer: version 1 from history (hard RIG over a constant "
+        f"{first['holdout']['candidate']['hard_rig_vs_constant']:.4f} held out), then "
+        f"{len(published)} versions from {len(history)} windows; progressive hard RIG over a "
+        f"constant {', '.join(f'{g:.4f}' for g in gains)}"
+    )
 
 
 @pytest.mark.timeout(900)
@@ -154,10 +163,12 @@ def test_the_gate_refuses_a_candidate_trained_on_noisy_labels(
     assert rejected["served_loss_drift"]["rising"]  # and ADWIN saw the served loss jump
     assert judge(rejected["holdout"]["serving"], None, trainer.cfg.gate) == []  # it was fine
     assert_windows_tile(history)
-    report(f"trainer: window {rejected['window']} with 30% flipped labels refused "
-           f"({', '.join(rejected['rejected'])}): "
-           f"{rejected['candidate_tail']['hard_expected']:.0f} hard conversions expected, "
-           f"{rejected['candidate_tail']['hard_positives']} seen")  # fmt: skip
+    report(
+        f"trainer: window {rejected['window']} with 30% flipped labels refused "
+        f"({', '.join(rejected['rejected'])}): "
+        f"{rejected['candidate_tail']['hard_expected']:.0f} hard conversions expected, "
+        f"{rejected['candidate_tail']['hard_positives']} seen"
+    )
 
 
 @pytest.mark.timeout(900)
@@ -165,11 +176,28 @@ def test_a_sigkill_mid_window_repeats_and_skips_no_window(
     kafka, monkeypatch, tmp_path, history_log, report
 ):
     prefix = stream(kafka, monkeypatch)
-    cmd = [sys.executable, "-m", "rarecvr.cli", "train", "--bootstrap", kafka.bootstrap,
-           "--registry", str(tmp_path / "registry"), "--state-dir", str(tmp_path / "state"),
-           "--window-hours", str(WINDOW_MS / HOUR_MS), "--attribution-days",
-           str(ATTRIBUTION_MS / 86_400_000), "--hash-buckets", "20000",
-           "--metrics-port", "0", "--history", str(history_log.path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "rarecvr.cli",
+        "train",
+        "--bootstrap",
+        kafka.bootstrap,
+        "--registry",
+        str(tmp_path / "registry"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--window-hours",
+        str(WINDOW_MS / HOUR_MS),
+        "--attribution-days",
+        str(ATTRIBUTION_MS / 86_400_000),
+        "--hash-buckets",
+        "20000",
+        "--metrics-port",
+        "0",
+        "--history",
+        str(history_log.path),
+    ]
     env = {**os.environ, "RARECVR_TOPIC_PREFIX": prefix}
     state_file = tmp_path / "state" / "state.json"
     log = open(tmp_path / "train.log", "ab")  # noqa: SIM115
@@ -189,8 +217,9 @@ def test_a_sigkill_mid_window_repeats_and_skips_no_window(
         proc.wait()
         kills += 1
     log.close()
-    proc = subprocess.Popen([*cmd, "--max-windows", "2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*cmd, "--max-windows", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     assert proc.wait(timeout=300) == 0
     history = TrainerState.load(state_file).history
     assert len(history) >= 4
@@ -201,15 +230,18 @@ def test_a_sigkill_mid_window_repeats_and_skips_no_window(
     assert not [p for p in (tmp_path / "registry").iterdir() if p.name.startswith(".tmp")]
     for version in registry.versions():
         registry.verify(version)
-    report(f"trainer: {kills} SIGKILLs, {len(history)} windows tile the topic exactly, "
-           f"versions {registry.versions()} verify")  # fmt: skip
+    report(
+        f"trainer: {kills} SIGKILLs, {len(history)} windows tile the topic exactly, "
+        f"versions {registry.versions()} verify"
+    )
 
 
 def test_the_registry_refuses_a_tampered_version_and_pins_and_rolls_back(tmp_path):
     registry = Registry(tmp_path, keep=3)
     for n in range(4):
-        registry.publish(lambda d, n=n: (d / "saved_model.pb").write_bytes(bytes([n]) * 10),
-                         {"window": n})  # fmt: skip
+        registry.publish(
+            lambda d, n=n: (d / "saved_model.pb").write_bytes(bytes([n]) * 10), {"window": n}
+        )
     assert registry.versions() == [2, 3, 4]
     assert registry.serving() == 4
     assert registry.rollback() == 3
@@ -296,10 +328,17 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
     spec = FeatureSchema(("setup_id", "advertiser_id", "device"), ("recency_days",))
     tiny = ModelConfig(spec, hash_buckets=500, embedding_dim=4, shared_layers=1, tower_units=(8,))
     rng = np.random.default_rng(0)
-    examples = [{"setup_id": f"s{i % 7}", "advertiser_id": "a", "label": 0,
-                 "features": {"device": ["ios", "web"][i % 2], "recency_days": float(i % 5)},
-                 "click_ts_ms": int(t), "conversion_ts_ms": None}
-                for i, t in enumerate(rng.integers(0, 1000, 400))]  # fmt: skip
+    examples = [
+        {
+            "setup_id": f"s{i % 7}",
+            "advertiser_id": "a",
+            "label": 0,
+            "features": {"device": ["ios", "web"][i % 2], "recency_days": float(i % 5)},
+            "click_ts_ms": int(t),
+            "conversion_ts_ms": None,
+        }
+        for i, t in enumerate(rng.integers(0, 1000, 400))
+    ]
     for e in examples[::5]:
         e["label"], e["conversion_ts_ms"] = 1, e["click_ts_ms"] + 3
     order = np.argsort(Examples.from_dicts(examples, spec).label_time(10), kind="stable")
@@ -312,8 +351,16 @@ def test_a_window_run_holds_out_its_latest_examples_and_scores_each_chunk_before
     def start_models(inputs, labels, rows):
         return build(tiny, inputs, {"hard": 0.1, "soft": 0.3}), serving
 
-    run = WindowRun(tiny, start_ms=0, tail_share=0.2, attribution_window_ms=10, batch=64,
-                    chunk=100, start_models=start_models, tasks_of=hard)  # fmt: skip
+    run = WindowRun(
+        tiny,
+        start_ms=0,
+        tail_share=0.2,
+        attribution_window_ms=10,
+        batch=64,
+        chunk=100,
+        start_models=start_models,
+        tasks_of=hard,
+    )
     run.add(block.take(np.arange(250)))
     assert run.trained == 200  # trained a chunk at a time, 20% of those seen kept pending
     run.add(block.take(np.arange(250, 400)))
@@ -340,19 +387,29 @@ def test_a_history_log_is_labeled_by_the_attribution_window_and_names_missing_co
 
     spec = FeatureSchema(("setup_id", "device"))
     tiny = ModelConfig(spec, hash_buckets=100, embedding_dim=2, shared_layers=0, tower_units=())
-    log = pa.table({"ts_ms": [300, 100, 200, 400], "setup_id": ["a", "a", "b", "b"],
-                    "device": ["ios", "web", "ios", "web"],
-                    "conversion_ts_ms": [None, 150, 900, None]})  # fmt: skip
+    log = pa.table(
+        {
+            "ts_ms": [300, 100, 200, 400],
+            "setup_id": ["a", "a", "b", "b"],
+            "device": ["ios", "web", "ios", "web"],
+            "conversion_ts_ms": [None, 150, 900, None],
+        }
+    )
     pq.write_table(log, tmp_path / "log.parquet")
     # times in ms since an origin near 0: named, as auto would read numbers this small as seconds
-    data = history.load(HistoryLog(tmp_path / "log.parquet", unit="ms"), tiny,
-                        attribution_window_ms=100, rule=history.stream_rule(),
-                        tail_share=0.25)  # fmt: skip
+    data = history.load(
+        HistoryLog(tmp_path / "log.parquet", unit="ms"),
+        tiny,
+        attribution_window_ms=100,
+        rule=history.stream_rule(),
+        tail_share=0.25,
+    )
     # sorted by click time; 150 is within 100 ms of its click, 900 is not
     assert data.inputs["device"].tolist() == [b"web", b"ios", b"ios", b"web"]
     assert data.labels.tolist() == [1.0, 0.0, 0.0, 0.0]
     assert data.cut == 3 and data.end_ms == 400
     pq.write_table(log.drop(["device"]), tmp_path / "bad.parquet")
     with pytest.raises(KeyError, match=r"no column\(s\) \['device'\]"):
-        history.load(HistoryLog(tmp_path / "bad.parquet", unit="ms"), tiny, 100,
-                     history.stream_rule(), 0.2)  # fmt: skip
+        history.load(
+            HistoryLog(tmp_path / "bad.parquet", unit="ms"), tiny, 100, history.stream_rule(), 0.2
+        )

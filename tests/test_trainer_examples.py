@@ -38,8 +38,10 @@ def test_a_fetch_parsed_in_bulk_gives_the_inputs_the_replicas_would_hash():
 
     assert bad == [] and len(block) == len(values) and records.tolist() == list(range(len(values)))
     assert_same(block, Examples.from_dicts(examples, SPEC))
-    records = [e["features"] | {"setup_id": e["setup_id"], "advertiser_id": e["advertiser_id"]}
-               for e in examples]  # fmt: skip
+    records = [
+        e["features"] | {"setup_id": e["setup_id"], "advertiser_id": e["advertiser_id"]}
+        for e in examples
+    ]
     served = encode_records(records, SPEC)
     assert all(block.inputs[k].tolist() == served[k].tolist() for k in SPEC.names)
     assert block.inputs["hour"].dtype == object and block.inputs["hour"][0].isdigit()
@@ -61,10 +63,13 @@ def test_malformed_records_are_named_and_the_rest_parse_as_without_them():
     block, records, bad = parse(mixed, SPEC)
 
     assert [(i, reason) for i, _, reason, _ in bad] == [
-        (3, "not_json"), (7, "not_json"), (11, "labeled_example.label"),
-        (13, "labeled_example.label"), (17, "labeled_example.features.recency_days"),
+        (3, "not_json"),
+        (7, "not_json"),
+        (11, "labeled_example.label"),
+        (13, "labeled_example.label"),
+        (17, "labeled_example.features.recency_days"),
         (19, "not_json"),
-    ]  # fmt: skip
+    ]
     assert "got 2" in bad[3][3] and bad[0][1] == b"not json"
     assert records.tolist() == [i for i in range(len(values)) if i not in broken]
     clean, _, _ = parse([v for i, v in enumerate(values) if i not in broken], SPEC)

@@ -41,8 +41,9 @@ def click_log(clicks: int = 270_000, seed: int = 11) -> pa.Table:
     often; channel, os and device move the odds, ip is noise."""
     rng = np.random.default_rng(seed)
     apps = 40
-    app_rate = np.where(rng.random(apps) < 0.7, rng.uniform(0.002, 0.008, apps),
-                        rng.uniform(0.03, 0.08, apps))  # fmt: skip
+    app_rate = np.where(
+        rng.random(apps) < 0.7, rng.uniform(0.002, 0.008, apps), rng.uniform(0.03, 0.08, apps)
+    )
     channel_effect, os_effect = rng.normal(0, 0.9, 150), rng.normal(0, 0.5, 40)
     app = rng.integers(0, apps, clicks)
     channel, os_, device = (
@@ -50,8 +51,12 @@ def click_log(clicks: int = 270_000, seed: int = 11) -> pa.Table:
         rng.integers(0, 40, clicks),
         rng.integers(0, 4, clicks),
     )
-    logit = (np.log(app_rate / (1 - app_rate))[app] + channel_effect[channel] + os_effect[os_]
-             + 0.4 * (device == 1))  # fmt: skip
+    logit = (
+        np.log(app_rate / (1 - app_rate))[app]
+        + channel_effect[channel]
+        + os_effect[os_]
+        + 0.4 * (device == 1)
+    )
     converted = rng.random(clicks) < 1 / (1 + np.exp(-logit))
     t = START + np.sort(rng.uniform(0, DAYS * 86_400, clicks))
     delay = rng.exponential(3_600, clicks)
@@ -60,13 +65,21 @@ def click_log(clicks: int = 270_000, seed: int = 11) -> pa.Table:
         return [datetime.fromtimestamp(s, UTC).strftime("%Y-%m-%d %H:%M:%S") for s in seconds]
 
     attributed = np.where(converted, t + delay, np.nan)
-    return pa.table({
-        "ip": rng.integers(1, 20_000, clicks), "app": app, "device": device, "os": os_,
-        "channel": channel, "click_time": stamp(t),
-        "attributed_time": [s if c else "" for s, c in zip(stamp(np.nan_to_num(attributed)),
-                                                           converted, strict=True)],
-        "is_attributed": converted.astype(np.int64),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "ip": rng.integers(1, 20_000, clicks),
+            "app": app,
+            "device": device,
+            "os": os_,
+            "channel": channel,
+            "click_time": stamp(t),
+            "attributed_time": [
+                s if c else ""
+                for s, c in zip(stamp(np.nan_to_num(attributed)), converted, strict=True)
+            ],
+            "is_attributed": converted.astype(np.int64),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +88,16 @@ def logs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("user-log")
     table = click_log()
     split = START + HISTORY_DAYS * 86_400
-    times = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-             for s in table["click_time"].to_pylist()]  # fmt: skip
+    times = [
+        datetime.strptime(s, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        for s in table["click_time"].to_pylist()
+    ]
     cut = int(np.searchsorted(np.array(times), split))
-    paths = {"history": root / "history.csv.gz", "live": root / "live.parquet",
-             "all": root / "clicks.csv"}  # fmt: skip
+    paths = {
+        "history": root / "history.csv.gz",
+        "live": root / "live.parquet",
+        "all": root / "clicks.csv",
+    }
     with gzip.open(paths["history"], "wb") as out:
         pacsv.write_csv(table.slice(0, cut), out)
     pq.write_table(table.slice(cut), paths["live"])
@@ -92,8 +110,11 @@ def cli(*args: str, env: dict, **kwargs) -> subprocess.Popen:
 
 
 def post(port: int, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/score", json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/score",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -129,19 +150,64 @@ def test_a_users_log_goes_replay_worker_trainer_replica_on_its_own_features(
         with open(log, "wb") as out:
             procs[name] = (cli(*args, env=env, stdout=out, stderr=subprocess.STDOUT), log)
 
-    start("replay", "replay", "--data", str(logs["live"]), "--click-time", "click_time",
-          "--conversion-time", "attributed_time", "--setup", "app",
-          "--features", ",".join(FEATURES), "--window-days", days,
-          "--bootstrap", bootstrap)  # fmt: skip
+    start(
+        "replay",
+        "replay",
+        "--data",
+        str(logs["live"]),
+        "--click-time",
+        "click_time",
+        "--conversion-time",
+        "attributed_time",
+        "--setup",
+        "app",
+        "--features",
+        ",".join(FEATURES),
+        "--window-days",
+        days,
+        "--bootstrap",
+        bootstrap,
+    )
     registry, state = tmp_path / "registry", tmp_path / "trainer"
-    start("trainer", "train", "--bootstrap", bootstrap, "--registry", str(registry),
-          "--state-dir", str(state), "--window-hours", "12", "--attribution-days", days,
-          "--hash-buckets", "20000", "--metrics-port", "0", "--max-windows", "3",
-          "--history", str(logs["history"]), "--history-click-time", "click_time",
-          "--history-conversion-time", "attributed_time", "--history-setup", "app")  # fmt: skip
+    start(
+        "trainer",
+        "train",
+        "--bootstrap",
+        bootstrap,
+        "--registry",
+        str(registry),
+        "--state-dir",
+        str(state),
+        "--window-hours",
+        "12",
+        "--attribution-days",
+        days,
+        "--hash-buckets",
+        "20000",
+        "--metrics-port",
+        "0",
+        "--max-windows",
+        "3",
+        "--history",
+        str(logs["history"]),
+        "--history-click-time",
+        "click_time",
+        "--history-conversion-time",
+        "attributed_time",
+        "--history-setup",
+        "app",
+    )
     port = free_port()
-    start("replica", "serve", "--bootstrap", bootstrap, "--registry", str(registry),
-          "--port", str(port))  # fmt: skip
+    start(
+        "replica",
+        "serve",
+        "--bootstrap",
+        bootstrap,
+        "--registry",
+        str(registry),
+        "--port",
+        str(port),
+    )
     try:
         assert procs["replay"][0].wait(timeout=300) == 0, procs["replay"][1].read_text()
         told = procs["replay"][1].read_text()
@@ -158,14 +224,20 @@ def test_a_users_log_goes_replay_worker_trainer_replica_on_its_own_features(
         first = TrainerState.load(state_file).bootstrap
         assert first["version"] == 1, (first, trainer_log.read_text()[-3000:])
         architecture = json.loads(read_architecture(Registry(registry).path(1)))
-        assert architecture["config"]["features"]["categorical"] == [
-            "setup_id", *FEATURES
-        ], architecture  # fmt: skip
+        assert architecture["config"]["features"]["categorical"] == ["setup_id", *FEATURES], (
+            architecture
+        )
 
-        candidate = {"setup_id": "7", "features": {"ip": 5348, "device": 1, "os": 19,
-                                                   "channel": 107}}  # fmt: skip
-        wait_until(lambda: post(port, {"candidates": [candidate]})[0] == 200, 120,
-                   "the replica serving", procs)  # fmt: skip
+        candidate = {
+            "setup_id": "7",
+            "features": {"ip": 5348, "device": 1, "os": 19, "channel": 107},
+        }
+        wait_until(
+            lambda: post(port, {"candidates": [candidate]})[0] == 200,
+            120,
+            "the replica serving",
+            procs,
+        )
         status, body = post(port, {"candidates": [candidate]})
         assert 0 < body["results"][0]["pcvr"] < 1 and body["model_version"] >= 1
         status, body = post(port, {"candidates": [candidate | {"features": {"app_name": "x"}}]})
@@ -193,8 +265,9 @@ def test_a_users_log_goes_replay_worker_trainer_replica_on_its_own_features(
 
 
 def test_the_same_log_reads_in_research_with_its_times_and_integer_ids(logs):
-    study = from_file(logs["all"], "is_attributed", ["app"], list(FEATURES), TaskRule(),
-                      time="click_time")  # fmt: skip
+    study = from_file(
+        logs["all"], "is_attributed", ["app"], list(FEATURES), TaskRule(), time="click_time"
+    )
     assert study.spec.categorical == ("setup_id", *FEATURES) and study.spec.numeric == ()
     assert study.about["split"] == "by time" and len(study.about["schema_notes"]) == 4
     assert 0 < study.about["hard_share_train"] < 1

@@ -36,8 +36,9 @@ class BackgroundFit:
         self._chunks: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._seconds = 0.0
-        self._thread = threading.Thread(target=self._run, args=(fit, config, model, batch),
-                                        name="window-fit", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._run, args=(fit, config, model, batch), name="window-fit", daemon=True
+        )
         self._thread.start()
 
     def _run(self, fit, config, model, batch) -> None:

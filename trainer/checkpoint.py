@@ -31,8 +31,10 @@ def restore(model: MultiTaskDCN, path: Path) -> MultiTaskDCN:
     model.optimizer.build(model.trainable_variables)
     if len(optimizer) != len(model.optimizer.variables):
         have = len(model.optimizer.variables)
-        raise ValueError(f"{path} holds {len(optimizer)} optimizer variables, the model has "
-                         f"{have}: a different configuration")  # fmt: skip
+        raise ValueError(
+            f"{path} holds {len(optimizer)} optimizer variables, the model has "
+            f"{have}: a different configuration"
+        )
     for variable, value in zip(model.optimizer.variables, optimizer, strict=True):
         variable.assign(value)
     return model

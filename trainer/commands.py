@@ -29,10 +29,19 @@ def registry_path(registry: Path | None) -> Path:
 @click.command()
 @click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
 @registry_option
-@click.option("--state-dir", type=click.Path(path_type=Path), envvar="RARECVR_TRAINER_STATE",
-              help="Checkpoints and progress (default $RARECVR_HOME/trainer).")  # fmt: skip
-@click.option("--window-hours", type=float, default=6.0, show_default=True,
-              help="Window size in event time (label time of the examples).")  # fmt: skip
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    envvar="RARECVR_TRAINER_STATE",
+    help="Checkpoints and progress (default $RARECVR_HOME/trainer).",
+)
+@click.option(
+    "--window-hours",
+    type=float,
+    default=6.0,
+    show_default=True,
+    help="Window size in event time (label time of the examples).",
+)
 @click.option(
     "--attribution-days",
     type=float,
@@ -56,8 +65,13 @@ def registry_path(registry: Path | None) -> Path:
     help="Gate: bounds on the hard calibration ratio (mean prediction / mean label).",
 )
 @click.option("--hash-buckets", type=int, default=100_000, show_default=True)
-@click.option("--loss-weights", type=(float, float), default=(0.5, 0.5), show_default=True,
-              help="W_soft W_hard of the multi-task loss.")  # fmt: skip
+@click.option(
+    "--loss-weights",
+    type=(float, float),
+    default=(0.5, 0.5),
+    show_default=True,
+    help="W_soft W_hard of the multi-task loss.",
+)
 @click.option("--batch", type=int, default=1024, show_default=True, help="Training batch size.")
 @click.option("--keep", type=int, default=5, show_default=True, help="Versions kept.")
 @click.option(
@@ -86,38 +100,91 @@ def registry_path(registry: Path | None) -> Path:
     help="Prometheus /metrics port (0: none).",
 )
 @click.option("--max-windows", type=int, help="Stop after this many windows.")
-@click.option("--history", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              envvar="RARECVR_HISTORY",
-              help="A log of past clicks (CSV(.gz) or Parquet, one row per click, as "
-              "`rarecvr replay` reads) to fit the first version on before the first live "
-              "window. Ignored once the trainer has a model.")  # fmt: skip
-@click.option("--history-click-time", default="ts_ms", show_default=True,
-              help="History: the click time column.")  # fmt: skip
-@click.option("--history-conversion-time", default="conversion_ts_ms", show_default=True,
-              help="History: the conversion time column (empty: no conversion).")  # fmt: skip
-@click.option("--history-setup", default="setup_id", show_default=True,
-              help="History: the conversion setup column(s), comma-separated, as given to "
-                   "rarecvr replay.")  # fmt: skip
-@click.option("--history-advertiser",
-              help="History: the advertiser column (default: advertiser_id if the log has one, "
-                   "else the setup), as given to rarecvr replay.")  # fmt: skip
-@click.option("--history-unit", type=click.Choice(UNIT_CHOICES), default="auto",
-              show_default=True,
-              help="History: unit of numeric time columns since the Unix epoch (auto: by "
-                   "size).")  # fmt: skip
-@click.option("--schema", "schema_file", type=click.Path(exists=True, path_type=Path),
-              help="Feature schema JSON ({\"categorical\": [...], \"numeric\": [...]}); default: "
-                   "the one published on the feature-schema topic.")  # fmt: skip
-@click.option("--schema-wait", type=float, default=600.0, show_default=True,
-              help="Seconds to wait for a published schema when the state has none.")  # fmt: skip
-@click.option("--alpha", type=float, default=0.01, show_default=True,
-              help="History: a setup is hard when its decayed CVR is at most alpha.")  # fmt: skip
-def train(bootstrap, registry, state_dir, window_hours, attribution_days,
-          max_rig_drop, calibration, hash_buckets, loss_weights, batch, keep, reader_nice,
-          close_idle_seconds,
-          metrics_port, max_windows, history, history_click_time, history_conversion_time,
-          history_setup, history_advertiser, history_unit, alpha, schema_file,
-          schema_wait) -> None:  # fmt: skip
+@click.option(
+    "--history",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="RARECVR_HISTORY",
+    help="A log of past clicks (CSV(.gz) or Parquet, one row per click, as "
+    "`rarecvr replay` reads) to fit the first version on before the first live "
+    "window. Ignored once the trainer has a model.",
+)
+@click.option(
+    "--history-click-time",
+    default="ts_ms",
+    show_default=True,
+    help="History: the click time column.",
+)
+@click.option(
+    "--history-conversion-time",
+    default="conversion_ts_ms",
+    show_default=True,
+    help="History: the conversion time column (empty: no conversion).",
+)
+@click.option(
+    "--history-setup",
+    default="setup_id",
+    show_default=True,
+    help="History: the conversion setup column(s), comma-separated, as given to rarecvr replay.",
+)
+@click.option(
+    "--history-advertiser",
+    help="History: the advertiser column (default: advertiser_id if the log has one, "
+    "else the setup), as given to rarecvr replay.",
+)
+@click.option(
+    "--history-unit",
+    type=click.Choice(UNIT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="History: unit of numeric time columns since the Unix epoch (auto: by size).",
+)
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(exists=True, path_type=Path),
+    help='Feature schema JSON ({"categorical": [...], "numeric": [...]}); default: '
+    "the one published on the feature-schema topic.",
+)
+@click.option(
+    "--schema-wait",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for a published schema when the state has none.",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="History: a setup is hard when its decayed CVR is at most alpha.",
+)
+def train(
+    bootstrap,
+    registry,
+    state_dir,
+    window_hours,
+    attribution_days,
+    max_rig_drop,
+    calibration,
+    hash_buckets,
+    loss_weights,
+    batch,
+    keep,
+    reader_nice,
+    close_idle_seconds,
+    metrics_port,
+    max_windows,
+    history,
+    history_click_time,
+    history_conversion_time,
+    history_setup,
+    history_advertiser,
+    history_unit,
+    alpha,
+    schema_file,
+    schema_wait,
+) -> None:
     """Train the multi-task model on each window of labeled examples and publish validated
     hard-only graphs (with the soft tower as a second signature) to the registry.
 
@@ -165,7 +232,7 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
         batch=batch,
         reader_nice=reader_nice,
         close_idle_s=close_idle_seconds,
-    )  # fmt: skip
+    )
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     trainer = Trainer(cfg, schema_watch=published)
@@ -173,8 +240,14 @@ def train(bootstrap, registry, state_dir, window_hours, attribution_days,
         signal.signal(sig, lambda *_: trainer.stop_event.set())
     if history is not None:
         setup = tuple(c.strip() for c in history_setup.split(",") if c.strip())
-        log_file = HistoryLog(history, history_click_time, history_conversion_time, setup,
-                              history_unit, history_advertiser)  # fmt: skip
+        log_file = HistoryLog(
+            history,
+            history_click_time,
+            history_conversion_time,
+            setup,
+            history_unit,
+            history_advertiser,
+        )
         try:
             entry = trainer.bootstrap(log_file, stream_rule(alpha))
         except (KeyError, ValueError) as exc:
@@ -189,12 +262,20 @@ def _history_line(entry: dict) -> str:
         return entry["skipped"]
     figures = entry["holdout"]["candidate"] or {}
     rig = figures.get("hard_rig_vs_constant")
-    told = (f"hard RIG over a constant {rig:.4f} (95% lower bound "
+    told = (
+        (
+            f"hard RIG over a constant {rig:.4f} (95% lower bound "
             f"{figures['hard_rig_vs_constant_low']:.4f}) on {figures['hard_examples']} held-out "
-            f"hard clicks with {figures['hard_positives']} conversions") if rig is not None else (
-            "too few held-out hard conversions to measure")  # fmt: skip
-    outcome = (f"published version {entry['version']}" if entry["version"] else
-               f"refused ({', '.join(entry['rejected'])}): nothing published")  # fmt: skip
+            f"hard clicks with {figures['hard_positives']} conversions"
+        )
+        if rig is not None
+        else ("too few held-out hard conversions to measure")
+    )
+    outcome = (
+        f"published version {entry['version']}"
+        if entry["version"]
+        else f"refused ({', '.join(entry['rejected'])}): nothing published"
+    )
     return f"history {entry['history']}: {entry['examples']} clicks; {told}; {outcome}"
 
 
@@ -216,9 +297,11 @@ def list_versions(registry) -> None:
         tail = (m.get("metrics") or {}).get("tail") or {}
         rig = tail.get("hard_rig")
         mark = "*" if version == serving else " "
-        click.echo(f"{mark} {version:>4}  window {m.get('window')}  epoch "
-                   f"{m.get('assignment_epoch')}  tail hard RIG "
-                   f"{'-' if rig is None else f'{rig:.4f}'}")  # fmt: skip
+        click.echo(
+            f"{mark} {version:>4}  window {m.get('window')}  epoch "
+            f"{m.get('assignment_epoch')}  tail hard RIG "
+            f"{'-' if rig is None else f'{rig:.4f}'}"
+        )
     pinned = reg.pinned()
     click.echo(f"serving: {serving}" + (f" (pinned {pinned})" if pinned else ""))
 
@@ -245,8 +328,9 @@ def change(registry: Path | None, bootstrap: str | None, action: str, apply) -> 
     return version
 
 
-bootstrap_option = click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP",
-                                help="Kafka bootstrap address.")  # fmt: skip
+bootstrap_option = click.option(
+    "--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address."
+)
 
 
 @model.command()

@@ -53,10 +53,17 @@ from rarecvr.schema import EncodingError, FeatureSchema, encode_records, number,
 
 REQUIRED = ("click_id", "setup_id", "features", "label", "click_ts_ms")
 #: Top-level fields read by name; anything else in a record is ignored.
-TOP = pa.schema([("click_id", pa.string()), ("setup_id", pa.string()),
-                 ("advertiser_id", pa.string()), ("label", pa.int64()),
-                 ("click_ts_ms", pa.int64()), ("conversion_ts_ms", pa.int64()),
-                 ("true_p", pa.float64())])  # fmt: skip
+TOP = pa.schema(
+    [
+        ("click_id", pa.string()),
+        ("setup_id", pa.string()),
+        ("advertiser_id", pa.string()),
+        ("label", pa.int64()),
+        ("click_ts_ms", pa.int64()),
+        ("conversion_ts_ms", pa.int64()),
+        ("true_p", pa.float64()),
+    ]
+)
 _OPTIONS = pj.ParseOptions(explicit_schema=TOP, unexpected_field_behavior="infer")
 #: Parse in the calling thread (the trainer's reader, at its lower priority): training has the
 #: cores, and Arrow's own threads would compete with it at full priority.
@@ -77,8 +84,9 @@ class Examples:
 
     def take(self, rows: np.ndarray) -> Examples:
         """The rows at these indices, in that order."""
-        return Examples({k: v[rows] for k, v in self.inputs.items()},
-                        {k: v[rows] for k, v in self.meta.items()})  # fmt: skip
+        return Examples(
+            {k: v[rows] for k, v in self.inputs.items()}, {k: v[rows] for k, v in self.meta.items()}
+        )
 
     @staticmethod
     def concat(blocks: list[Examples]) -> Examples:
@@ -110,9 +118,10 @@ class Examples:
     @classmethod
     def from_dicts(cls, examples: list[dict], spec: FeatureSchema) -> Examples:
         """Columns from parsed examples, as the replicas turn requests into inputs."""
-        records = [e["features"] | {"setup_id": e["setup_id"],
-                                    "advertiser_id": e.get("advertiser_id", "")}
-                   for e in examples]  # fmt: skip
+        records = [
+            e["features"] | {"setup_id": e["setup_id"], "advertiser_id": e.get("advertiser_id", "")}
+            for e in examples
+        ]
         meta = {
             "setup_id": np.array([e["setup_id"] for e in examples], dtype=object),
             "group": np.array([peer_group(e["features"]).encode() for e in examples], object),
@@ -202,8 +211,9 @@ def check(example, spec: FeatureSchema) -> dict:
 def _read_table(values: list[bytes], lines: int, spec: FeatureSchema) -> pa.Table | None:
     """All ``lines`` of the values as one Arrow table, or None when any needs a closer look."""
     try:
-        table = pj.read_json(io.BytesIO(b"\n".join(values)), read_options=_READ,
-                             parse_options=_OPTIONS)  # fmt: skip
+        table = pj.read_json(
+            io.BytesIO(b"\n".join(values)), read_options=_READ, parse_options=_OPTIONS
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != lines or "features" not in table.column_names:
@@ -212,8 +222,10 @@ def _read_table(values: list[bytes], lines: int, spec: FeatureSchema) -> pa.Tabl
     if not pa.types.is_struct(features) or any(table[key].null_count for key in REQUIRED):
         return None
     numeric = {f.name: f.type for f in features if f.name in spec.numeric}
-    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
-               for t in numeric.values()):  # fmt: skip
+    if not all(
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+        for t in numeric.values()
+    ):
         return None
     labels = table["label"]
     if pc.any(pc.invert(pc.is_in(labels, pa.array([0, 1])))).as_py():
@@ -234,8 +246,11 @@ def _from_table(table: pa.Table, spec: FeatureSchema) -> Examples:
     inputs = {name: _as_bytes(column(name), n) for name in spec.categorical}
     for name in spec.numeric:
         values = column(name)
-        inputs[name] = (np.zeros(n, np.float32) if values is None else
-                        pc.cast(values, pa.float32()).fill_null(0.0).to_numpy())  # fmt: skip
+        inputs[name] = (
+            np.zeros(n, np.float32)
+            if values is None
+            else pc.cast(values, pa.float32()).fill_null(0.0).to_numpy()
+        )
     groups = [_as_bytes(column(tag), n) for tag in PEER_TAGS]
     meta = {
         "setup_id": table["setup_id"].to_numpy(),

@@ -33,8 +33,9 @@ class NoSchema(Exception):
     """No schema to build a model from: none kept, none given, none published."""
 
 
-def choose(state_dir: Path, given: FeatureSchema | None,
-           published: FeatureSchema | None) -> FeatureSchema:  # fmt: skip
+def choose(
+    state_dir: Path, given: FeatureSchema | None, published: FeatureSchema | None
+) -> FeatureSchema:
     """The schema kept in ``state_dir``, else ``given``, else ``published`` (then kept)."""
     path = Path(state_dir) / FILE
     if path.exists():

@@ -49,10 +49,17 @@ log = logging.getLogger(__name__)
 
 
 class ExampleFeed:
-    def __init__(self, bootstrap: str, topic: str, partitions: list[int], group: str,
-                 start: dict[int, int | None],
-                 parse: Callable[[list], tuple[Examples, np.ndarray]],
-                 max_batches: int = 16, nice: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: list[int],
+        group: str,
+        start: dict[int, int | None],
+        parse: Callable[[list], tuple[Examples, np.ndarray]],
+        max_batches: int = 16,
+        nice: int = 0,
+    ):
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
         self.nice = nice
         self.partitions, self.start_offsets, self.parse = partitions, start, parse

@@ -59,12 +59,16 @@ class GateParams:
     holdout_examples: int = 200_000  #: hard examples of recent tails kept for the gate
 
 
-def population_metrics(labels: np.ndarray, probs: np.ndarray, prefix: str,
-                       min_positives: int = 1) -> dict:  # fmt: skip
+def population_metrics(
+    labels: np.ndarray, probs: np.ndarray, prefix: str, min_positives: int = 1
+) -> dict:
     """Counts, RIG, AUC and calibration of one population (None where unmeasurable)."""
     positives, expected = int(labels.sum()), float(probs.sum())
-    out: dict = {f"{prefix}_examples": int(labels.size), f"{prefix}_positives": positives,
-                 f"{prefix}_expected": expected}  # fmt: skip
+    out: dict = {
+        f"{prefix}_examples": int(labels.size),
+        f"{prefix}_positives": positives,
+        f"{prefix}_expected": expected,
+    }
     measurable = labels.size > 0 and min_positives <= positives < labels.size
     out[f"{prefix}_rig"] = rig(labels, probs) if measurable else None
     out[f"{prefix}_auc"] = auc(labels, probs) if measurable else None
@@ -124,8 +128,9 @@ def vs_serving(labels: np.ndarray, probs: np.ndarray, serving: np.ndarray, z: fl
     return dict(zip(keys, _gain(gain, entropy(y.mean()), z), strict=True))
 
 
-def score(labels: np.ndarray, hard: np.ndarray, probs: dict[str, np.ndarray],
-          min_positives: int = 1) -> dict:  # fmt: skip
+def score(
+    labels: np.ndarray, hard: np.ndarray, probs: dict[str, np.ndarray], min_positives: int = 1
+) -> dict:
     """Metrics of a model's outputs (``hard`` and ``soft`` heads) on each task's examples."""
     finite = all(bool(np.isfinite(p).all()) for p in probs.values())
     metrics = {"finite": finite}
@@ -161,8 +166,11 @@ def implausible(serving_tail: dict | None, params: GateParams) -> bool:
     p_value = (serving_tail or {}).get("hard_calibration_p")
     ratio = (serving_tail or {}).get("hard_calibration")
     lo, hi = params.calibration_bounds
-    return (p_value is not None and p_value < params.calibration_p
-            and (ratio is None or not lo <= ratio <= hi))  # fmt: skip
+    return (
+        p_value is not None
+        and p_value < params.calibration_p
+        and (ratio is None or not lo <= ratio <= hi)
+    )
 
 
 def _worse_than_serving(candidate: dict, serving: dict | None, margin: float) -> bool:

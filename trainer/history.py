@@ -65,17 +65,29 @@ class History:
         return {k: v[rows] for k, v in self.inputs.items()}, self.labels[rows], self.hard[rows]
 
 
-def load(log: HistoryLog, model: ModelConfig, attribution_window_ms: int, rule: TaskRule,
-         tail_share: float) -> History:  # fmt: skip
+def load(
+    log: HistoryLog,
+    model: ModelConfig,
+    attribution_window_ms: int,
+    rule: TaskRule,
+    tail_share: float,
+) -> History:
     """Read, label and split a history log; KeyError or ValueError name what is wrong with it."""
     table = read_table(log.path)
     spec = model.features
-    needed = [log.click_time, log.conversion_time, *log.setup, *filter(None, [log.advertiser]),
-              *(n for n in spec.names if n not in TOP_LEVEL)]  # fmt: skip
+    needed = [
+        log.click_time,
+        log.conversion_time,
+        *log.setup,
+        *filter(None, [log.advertiser]),
+        *(n for n in spec.names if n not in TOP_LEVEL),
+    ]
     missing = sorted({c for c in needed if c and c not in table.column_names})
     if missing:
-        raise KeyError(f"{log.path} has no column(s) {missing} (the model's features are "
-                       f"{list(spec.names)}); it has {table.column_names}")  # fmt: skip
+        raise KeyError(
+            f"{log.path} has no column(s) {missing} (the model's features are "
+            f"{list(spec.names)}); it has {table.column_names}"
+        )
     setups = setup_ids(table, list(log.setup))
     advertisers = advertiser_ids(table, log.advertiser, setups)
     table = table.drop_columns([c for c in TOP_LEVEL if c in table.column_names])
@@ -92,8 +104,16 @@ def load(log: HistoryLog, model: ModelConfig, attribution_window_ms: int, rule: 
     arrived = np.where(labels > 0, converted, np.nan)
     setup = pc.dictionary_encode(table["setup_id"].combine_chunks()).indices
     setup = setup.to_numpy(zero_copy_only=False).astype(np.int64)
-    cvr = decayed_cvr_asof(setup, clicks, arrived, setup, clicks, rule.half_life_days * DAY_MS,
-                           rule.prior(labels), rule.prior_strength)  # fmt: skip
+    cvr = decayed_cvr_asof(
+        setup,
+        clicks,
+        arrived,
+        setup,
+        clicks,
+        rule.half_life_days * DAY_MS,
+        rule.prior(labels),
+        rule.prior_strength,
+    )
     cut = int(len(labels) * (1 - tail_share))
     setup_of_row = table["setup_id"].to_numpy(zero_copy_only=False).astype(object)
     return History(
@@ -113,5 +133,12 @@ def train(history: History, model: ModelConfig, batch: int, epochs: int | None =
     pick = int(labels.size * 0.9)
     validation = ({k: v[pick:] for k, v in inputs.items()}, labels[pick:], hard[pick:])
     inputs, labels, hard = {k: v[:pick] for k, v in inputs.items()}, labels[:pick], hard[:pick]
-    return fit(model, inputs, labels, hard, epochs=epochs or auto_epochs(labels.size),
-               batch=batch, validation=validation)  # fmt: skip
+    return fit(
+        model,
+        inputs,
+        labels,
+        hard,
+        epochs=epochs or auto_epochs(labels.size),
+        batch=batch,
+        validation=validation,
+    )

@@ -89,8 +89,9 @@ class Holdout:
             return
         if self.inputs and set(inputs) != set(self.inputs):
             self.inputs, self.labels = {}, np.zeros(0, np.float32)  # the features changed
-        joined = {k: np.concatenate([self.inputs[k], v]) if self.inputs else v
-                  for k, v in inputs.items()}  # fmt: skip
+        joined = {
+            k: np.concatenate([self.inputs[k], v]) if self.inputs else v for k, v in inputs.items()
+        }
         labels = np.concatenate([self.labels, labels.astype(np.float32)])
         keep = slice(max(0, labels.size - self.limit), None)
         self.inputs, self.labels = {k: v[keep] for k, v in joined.items()}, labels[keep]
@@ -121,8 +122,11 @@ class Holdout:
         if path.exists():
             with np.load(path) as data:
                 holdout.labels = data["labels"]
-                holdout.inputs = {k.split(":", 1)[1]: _column(data[k]) for k in data.files
-                                  if k.startswith("input:")}  # fmt: skip
+                holdout.inputs = {
+                    k.split(":", 1)[1]: _column(data[k])
+                    for k in data.files
+                    if k.startswith("input:")
+                }
                 holdout.history = {
                     k[len(HISTORY) :]: _column(data[k]) for k in data.files if k.startswith(HISTORY)
                 }

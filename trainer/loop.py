@@ -155,16 +155,26 @@ class Trainer:
         return state
 
     # -- history ----------------------------------------------------------------------------
-    def bootstrap(self, log_file: HistoryLog, rule: TaskRule | None = None,
-                  tail_share: float = 0.2, epochs: int | None = None) -> dict:  # fmt: skip
+    def bootstrap(
+        self,
+        log_file: HistoryLog,
+        rule: TaskRule | None = None,
+        tail_share: float = 0.2,
+        epochs: int | None = None,
+    ) -> dict:
         """Fit the first version on a history log and publish it if it passes the gate (see
         ``trainer.history``). A trainer that already has a model ignores the history."""
         cfg, state = self.cfg, self.state
         if state.checkpoint or state.history:
             return {"skipped": "the trainer already has a model or windows; history ignored"}
         started = time.perf_counter()
-        data = history.load(log_file, cfg.model, cfg.attribution_window_ms,
-                            rule or history.stream_rule(), tail_share)  # fmt: skip
+        data = history.load(
+            log_file,
+            cfg.model,
+            cfg.attribution_window_ms,
+            rule or history.stream_rule(),
+            tail_share,
+        )
         model = history.train(data, cfg.model, cfg.batch, epochs)
         tail = slice(max(data.cut, len(data.labels) - cfg.gate.holdout_examples), None)
         self.holdout.set_history(
@@ -174,13 +184,26 @@ class Trainer:
         counts = [int(trained.sum()), int(data.labels[: data.cut][trained].sum())]
         rate = counts[1] / counts[0] if counts[1] else None
         holdout = self._gate_figures(model, None, rate)
-        reasons = (judge(holdout["candidate"], None, cfg.gate) if holdout["candidate"]
-                   else ["too_few_positives"])  # fmt: skip
-        entry = {"window": HISTORY, "history": str(log_file.path), "examples": len(data.labels),
-                 "hard_examples": int(data.hard.sum()), "trained_examples": data.cut,
-                 "assignment_epoch": 0, "progressive": None, "candidate_tail": None,
-                 "end_offsets": {}, "holdout": holdout, "rejected": reasons, "version": None,
-                 "end_ms": data.end_ms}  # fmt: skip
+        reasons = (
+            judge(holdout["candidate"], None, cfg.gate)
+            if holdout["candidate"]
+            else ["too_few_positives"]
+        )
+        entry = {
+            "window": HISTORY,
+            "history": str(log_file.path),
+            "examples": len(data.labels),
+            "hard_examples": int(data.hard.sum()),
+            "trained_examples": data.cut,
+            "assignment_epoch": 0,
+            "progressive": None,
+            "candidate_tail": None,
+            "end_offsets": {},
+            "holdout": holdout,
+            "rejected": reasons,
+            "version": None,
+            "end_ms": data.end_ms,
+        }
         new_state = TrainerState(hard_counts=counts, bootstrap=entry)
         if not reasons:
             ckpt = "ckpt-history.npz"
@@ -193,10 +216,15 @@ class Trainer:
         self.holdout.save(self.holdout_path)
         new_state.save(self.state_path)
         self.state = new_state
-        log.warning("history %s: %d clicks (%d hard), %s", log_file.path, entry["examples"],
-                    entry["hard_examples"],
-                    f"published v{entry['version']}" if entry["version"]
-                    else f"refused ({', '.join(reasons)})")  # fmt: skip
+        log.warning(
+            "history %s: %d clicks (%d hard), %s",
+            log_file.path,
+            entry["examples"],
+            entry["hard_examples"],
+            f"published v{entry['version']}"
+            if entry["version"]
+            else f"refused ({', '.join(reasons)})",
+        )
         return entry
 
     # -- the stream -------------------------------------------------------------------------
@@ -213,10 +241,16 @@ class Trainer:
                 return
         partitions = list(range(LABELED_EXAMPLES.partitions))
         start = {p: self.state.offsets.get(str(p)) for p in partitions}
-        feed = ExampleFeed(cfg.bootstrap, LABELED_EXAMPLES.name, partitions,
-                           cfg.group or settings.topic_prefix() + "trainer", start,
-                           self._parse, max_batches=cfg.read_ahead,
-                           nice=cfg.reader_nice).start()  # fmt: skip
+        feed = ExampleFeed(
+            cfg.bootstrap,
+            LABELED_EXAMPLES.name,
+            partitions,
+            cfg.group or settings.topic_prefix() + "trainer",
+            start,
+            self._parse,
+            max_batches=cfg.read_ahead,
+            nice=cfg.reader_nice,
+        ).start()
         assembler = WindowAssembler(cfg.window_ms, partitions, resume_ms=self.state.resume_ms)
         quiet = QuietPartitions(cfg.close_idle_s)
         run: WindowRun | None = None
@@ -257,8 +291,16 @@ class Trainer:
 
     def _window_run(self, start_ms: int) -> WindowRun:
         cfg = self.cfg
-        return WindowRun(cfg.model, start_ms, cfg.gate.tail_share, cfg.attribution_window_ms,
-                         cfg.batch, cfg.chunk, self._start_models, self.tasks_of)  # fmt: skip
+        return WindowRun(
+            cfg.model,
+            start_ms,
+            cfg.gate.tail_share,
+            cfg.attribution_window_ms,
+            cfg.batch,
+            cfg.chunk,
+            self._start_models,
+            self.tasks_of,
+        )
 
     def _parse(self, records: list) -> tuple[Examples, np.ndarray]:
         """A partition's records of one fetch as columns, with the offset of each example's
@@ -267,9 +309,14 @@ class Trainer:
         offsets = np.array([r.offset for r in records], dtype=np.int64)[rows]
         for i, line, reason, detail in bad:
             record = records[i]
-            letter = DeadLetter(topic=record.topic, partition=record.partition,
-                                offset=record.offset, reason=reason[:256], detail=detail[:2000],
-                                raw_b64=base64.b64encode(line or b"").decode())  # fmt: skip
+            letter = DeadLetter(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=reason[:256],
+                detail=detail[:2000],
+                raw_b64=base64.b64encode(line or b"").decode(),
+            )
             self.producer.send(DEAD_LETTERS.name, value=encode(letter))
             metrics.MALFORMED.inc()
         return examples, offsets
@@ -325,47 +372,81 @@ class Trainer:
             inputs, labels, hard = run.tail
             self.holdout.add({k: v[hard] for k, v in inputs.items()}, labels[hard])
         if quarantined:
-            log.error("window %d: its tail's hard labels disagree with the serving version "
-                      "(%s); kept out of the holdout", state.window,
-                      _brief(figures["serving_tail"]))  # fmt: skip
+            log.error(
+                "window %d: its tail's hard labels disagree with the serving version "
+                "(%s); kept out of the holdout",
+                state.window,
+                _brief(figures["serving_tail"]),
+            )
         holdout = self._gate_figures(candidate, self.serving_model, rate)
-        reasons = (judge(holdout["candidate"], holdout["serving"], cfg.gate)
-                   if holdout["candidate"]
-                   else ["too_few_positives"])  # fmt: skip
+        reasons = (
+            judge(holdout["candidate"], holdout["serving"], cfg.gate)
+            if holdout["candidate"]
+            else ["too_few_positives"]
+        )
         entry = {
-            "window": state.window, "examples": figures["examples"],
-            "hard_examples": figures["hard_examples"], "trained_examples": figures["trained"],
-            "start_offsets": dict(state.offsets), "end_offsets": end_offsets,
+            "window": state.window,
+            "examples": figures["examples"],
+            "hard_examples": figures["hard_examples"],
+            "trained_examples": figures["trained"],
+            "start_offsets": dict(state.offsets),
+            "end_offsets": end_offsets,
             "assignment_epoch": self.reader.view.max_epoch,
-            "progressive": progressive, "oracle": figures["oracle"],
-            "candidate_tail": figures["candidate_tail"], "serving_tail": figures["serving_tail"],
-            "holdout": holdout, "tail_quarantined": quarantined,
-            "rejected": reasons, "version": None,
+            "progressive": progressive,
+            "oracle": figures["oracle"],
+            "candidate_tail": figures["candidate_tail"],
+            "serving_tail": figures["serving_tail"],
+            "holdout": holdout,
+            "tail_quarantined": quarantined,
+            "rejected": reasons,
+            "version": None,
             "serving_below_constant": _below_constant(progressive),
             "served_loss_drift": drift,
             "train_examples_per_s": figures["train_examples_per_s"],
             "seconds": round(time.perf_counter() - run.started, 2),
-        }  # fmt: skip
+        }
         entry["schema_drift"] = self._schema_drift()
         if entry["serving_below_constant"]:
-            log.error("window %d: the serving version scored below a constant on fresh data "
-                      "(progressive hard RIG over a constant %.4f)", state.window,
-                      progressive["hard_rig_vs_constant"])  # fmt: skip
+            log.error(
+                "window %d: the serving version scored below a constant on fresh data "
+                "(progressive hard RIG over a constant %.4f)",
+                state.window,
+                progressive["hard_rig_vs_constant"],
+            )
         metrics.BELOW_CONSTANT.set(int(entry["serving_below_constant"]))
         if reasons:
             for reason in reasons:
                 metrics.REJECTIONS.labels(reason).inc()
-            log.warning("window %d rejected (%s): candidate %s, serving %s", state.window,
-                        ", ".join(reasons), _brief(holdout["candidate"]),
-                        _brief(holdout["serving"]))  # fmt: skip
-            new_state = TrainerState(state.window + 1, end_offsets, state.checkpoint,
-                                     state.serving_version, state.history, resume_ms,
-                                     counts, state.bootstrap)  # fmt: skip
+            log.warning(
+                "window %d rejected (%s): candidate %s, serving %s",
+                state.window,
+                ", ".join(reasons),
+                _brief(holdout["candidate"]),
+                _brief(holdout["serving"]),
+            )
+            new_state = TrainerState(
+                state.window + 1,
+                end_offsets,
+                state.checkpoint,
+                state.serving_version,
+                state.history,
+                resume_ms,
+                counts,
+                state.bootstrap,
+            )
         else:
             ckpt = f"ckpt-{state.window}.npz"
             checkpoint.save(candidate, self.ckpt_dir / ckpt)
-            new_state = TrainerState(state.window + 1, end_offsets, ckpt, None, state.history,
-                                     resume_ms, counts, state.bootstrap)  # fmt: skip
+            new_state = TrainerState(
+                state.window + 1,
+                end_offsets,
+                ckpt,
+                None,
+                state.history,
+                resume_ms,
+                counts,
+                state.bootstrap,
+            )
             self._publish(partial(export_version, candidate), entry, new_state)
             self.serving_model = candidate
             checkpoint.remove_older(self.ckpt_dir, {self.ckpt_dir / ckpt})
@@ -375,11 +456,14 @@ class Trainer:
         new_state.save(self.state_path)
         self.state = new_state
         self._observe(entry)
-        log.warning("window %d: %d examples (%d hard), %s, %.1f s", entry["window"],
-                    entry["examples"],
-                    entry["hard_examples"],
-                    f"published v{entry['version']}" if entry["version"] else "rejected",
-                    entry["seconds"])  # fmt: skip
+        log.warning(
+            "window %d: %d examples (%d hard), %s, %.1f s",
+            entry["window"],
+            entry["examples"],
+            entry["hard_examples"],
+            f"published v{entry['version']}" if entry["version"] else "rejected",
+            entry["seconds"],
+        )
         return entry
 
     def _schema_drift(self) -> str | None:
@@ -387,8 +471,9 @@ class Trainer:
         try:
             published = self.schema_watch and self.schema_watch()
         except KafkaError as error:  # advisory: a broker away must not stop training
-            log.warning("window %d: the published schema is unreadable now (%s)",
-                        self.state.window, error)  # fmt: skip
+            log.warning(
+                "window %d: the published schema is unreadable now (%s)", self.state.window, error
+            )
             return None
         drift = drift_message(self.cfg.model.features, published)
         metrics.SCHEMA_DRIFT.set(int(drift is not None))
@@ -409,8 +494,11 @@ class Trainer:
             return predict_tasks(model, inputs)["hard"]
 
         mine = hard(candidate)
-        figures = {"candidate": score_hard(labels, mine, rate, gate), "serving": None,
-                   "examples": int(labels.size)}  # fmt: skip
+        figures = {
+            "candidate": score_hard(labels, mine, rate, gate),
+            "serving": None,
+            "examples": int(labels.size),
+        }
         if serving is not None:
             theirs = hard(serving)
             figures["serving"] = score_hard(labels, theirs, rate, gate)
@@ -423,17 +511,22 @@ class Trainer:
         restart), built on the first chunk's inputs."""
         cfg, state = self.cfg, self.state
         if self.serving_model is None and state.checkpoint:
-            self.serving_model = checkpoint.restore(build(cfg.model, inputs),
-                                                    self.ckpt_dir / state.checkpoint)  # fmt: skip
+            self.serving_model = checkpoint.restore(
+                build(cfg.model, inputs), self.ckpt_dir / state.checkpoint
+            )
         return self._warm_start(inputs, labels, hard), self.serving_model
 
     def _warm_start(self, inputs, labels, hard):
         cfg = self.cfg
         if self.state.checkpoint:
-            return checkpoint.restore(build(cfg.model, inputs),
-                                      self.ckpt_dir / self.state.checkpoint)  # fmt: skip
-        groups = (("all", hard | ~hard),) if cfg.model.tasks == SINGLE_TASK else (
-            ("hard", hard), ("soft", ~hard))  # fmt: skip
+            return checkpoint.restore(
+                build(cfg.model, inputs), self.ckpt_dir / self.state.checkpoint
+            )
+        groups = (
+            (("all", hard | ~hard),)
+            if cfg.model.tasks == SINGLE_TASK
+            else (("hard", hard), ("soft", ~hard))
+        )
         rates = {t: float(labels[rows].mean()) for t, rows in groups if rows.any()}
         return build(cfg.model, inputs, rates)
 
@@ -445,15 +538,24 @@ class Trainer:
         new_state.serving_version = next_version
         entry["version"] = next_version
         trainer_state = asdict(new_state) | {"history": [*self.state.history, entry]}
-        meta = {"window": entry["window"], "assignment_epoch": entry["assignment_epoch"],
-                "metrics": {"progressive": entry["progressive"], "tail": entry["candidate_tail"],
-                            "holdout": entry["holdout"]["candidate"]},
-                "end_offsets": entry["end_offsets"], "checkpoint": new_state.checkpoint,
-                "trainer_state": trainer_state}  # fmt: skip
+        meta = {
+            "window": entry["window"],
+            "assignment_epoch": entry["assignment_epoch"],
+            "metrics": {
+                "progressive": entry["progressive"],
+                "tail": entry["candidate_tail"],
+                "holdout": entry["holdout"]["candidate"],
+            },
+            "end_offsets": entry["end_offsets"],
+            "checkpoint": new_state.checkpoint,
+            "trainer_state": trainer_state,
+        }
         version = self.registry.publish(build_version, meta)
         if version != next_version:
-            raise RuntimeError(f"registry published {version}, expected {next_version}: "
-                               "is another trainer writing to it?")  # fmt: skip
+            raise RuntimeError(
+                f"registry published {version}, expected {next_version}: "
+                "is another trainer writing to it?"
+            )
         update = self.registry.update_event("publish", version)
         try:
             self.producer.send(MODEL_UPDATES.name, key=b"model", value=encode(update))
@@ -486,8 +588,10 @@ def _brief(m: dict | None) -> str:
     if not m:
         return "-"
     rig, paired = m.get("hard_rig"), m.get("hard_rig_vs_serving")
-    text = (f"hard: {m['hard_expected']:.1f} conversions expected, {m['hard_positives']} seen, "
-            f"RIG {'-' if rig is None else f'{rig:.4f}'}")  # fmt: skip
+    text = (
+        f"hard: {m['hard_expected']:.1f} conversions expected, {m['hard_positives']} seen, "
+        f"RIG {'-' if rig is None else f'{rig:.4f}'}"
+    )
     if paired is not None:
         text += f", {paired:+.4f} vs serving (low {m['hard_rig_vs_serving_low']:+.4f})"
     return text

@@ -2,8 +2,7 @@
 
 from prometheus_client import Counter, Gauge
 
-STATE = Gauge("rarecvr_trainer_state", "Next window number and last published version.",
-              ["what"])  # fmt: skip
+STATE = Gauge("rarecvr_trainer_state", "Next window number and last published version.", ["what"])
 PROGRESSIVE = Gauge(
     "rarecvr_trainer_progressive",
     "The serving model scored on a window before training on it, by task and metric.",
@@ -11,10 +10,13 @@ PROGRESSIVE = Gauge(
 )
 EXAMPLES = Counter("rarecvr_trainer_examples_total", "Examples trained on, by task.", ["task"])
 TRAIN_RATE = Gauge("rarecvr_trainer_train_examples_per_second", "Training speed, last window.")
-REJECTIONS = Counter("rarecvr_trainer_gate_rejections_total", "Candidates refused, by reason.",
-                     ["reason"])  # fmt: skip
-MALFORMED = Counter("rarecvr_trainer_malformed_examples_total",
-                    "Labeled-example records sent to the dead-letter topic.")  # fmt: skip
+REJECTIONS = Counter(
+    "rarecvr_trainer_gate_rejections_total", "Candidates refused, by reason.", ["reason"]
+)
+MALFORMED = Counter(
+    "rarecvr_trainer_malformed_examples_total",
+    "Labeled-example records sent to the dead-letter topic.",
+)
 BUFFERED = Gauge("rarecvr_trainer_buffered_examples", "Examples read into the open window.")
 BELOW_CONSTANT = Gauge(
     "rarecvr_trainer_serving_below_constant",

@@ -32,9 +32,17 @@ StartModels = Callable[[dict, np.ndarray, np.ndarray], tuple[object, object | No
 
 
 class WindowRun:
-    def __init__(self, model: ModelConfig, start_ms: int, tail_share: float,
-                 attribution_window_ms: int, batch: int, chunk: int, start_models: StartModels,
-                 tasks_of: Callable[[Examples], np.ndarray]):  # fmt: skip
+    def __init__(
+        self,
+        model: ModelConfig,
+        start_ms: int,
+        tail_share: float,
+        attribution_window_ms: int,
+        batch: int,
+        chunk: int,
+        start_models: StartModels,
+        tasks_of: Callable[[Examples], np.ndarray],
+    ):
         self.model, self.batch, self.chunk = model, batch, chunk
         self.start_ms, self.tail_share = start_ms, tail_share
         self.attribution_window_ms = attribution_window_ms
@@ -90,8 +98,9 @@ class WindowRun:
         inputs, labels, hard, label_ms = self.pending[0]
         if len(self.pending) > 1:
             inputs = {k: np.concatenate([c[0][k] for c in self.pending]) for k in inputs}
-            labels, hard, label_ms = (np.concatenate([c[i] for c in self.pending])
-                                      for i in (1, 2, 3))  # fmt: skip
+            labels, hard, label_ms = (
+                np.concatenate([c[i] for c in self.pending]) for i in (1, 2, 3)
+            )
         o = np.argsort(label_ms, kind="stable")
         return {k: v[o] for k, v in inputs.items()}, labels[o], hard[o], label_ms[o]
 
@@ -108,8 +117,10 @@ class WindowRun:
         ``close``)."""
         labels, hard = (np.concatenate([s[i] for s in self.seen]) for i in (0, 1))
         tail_labels, tail_hard = self.tail[1:] if self.tail else (labels[:0], hard[:0])
-        return (int(hard.sum() - tail_hard.sum()),
-                int(labels[hard].sum() - tail_labels[tail_hard].sum()))  # fmt: skip
+        return (
+            int(hard.sum() - tail_hard.sum()),
+            int(labels[hard].sum() - tail_labels[tail_hard].sum()),
+        )
 
     def served_hard(self) -> tuple[np.ndarray, np.ndarray]:
         """Labels and the serving model's hard predictions of the window's hard examples."""
@@ -127,18 +138,29 @@ class WindowRun:
             progressive = score(labels, hard, served)
         if np.isfinite(true_p).all():  # simulated traffic: the best any model could do
             oracle = score(labels, hard, {"hard": true_p, "soft": true_p})
-        inputs, tail_labels, tail_hard = self.tail or ({}, np.zeros(0, np.float32),
-                                                       np.zeros(0, bool))  # fmt: skip
-        candidate_tail = self._score_tail(self.candidate, inputs, tail_labels, tail_hard,
-                                          min_positives)  # fmt: skip
+        inputs, tail_labels, tail_hard = self.tail or (
+            {},
+            np.zeros(0, np.float32),
+            np.zeros(0, bool),
+        )
+        candidate_tail = self._score_tail(
+            self.candidate, inputs, tail_labels, tail_hard, min_positives
+        )
         if self.serving is not None:
-            serving_tail = self._score_tail(self.serving, inputs, tail_labels, tail_hard,
-                                            min_positives)  # fmt: skip
+            serving_tail = self._score_tail(
+                self.serving, inputs, tail_labels, tail_hard, min_positives
+            )
         rate = round(self.trained / self.train_s) if self.train_s else 0
-        return {"examples": int(labels.size), "hard_examples": int(hard.sum()),
-                "progressive": progressive, "oracle": oracle, "candidate_tail": candidate_tail,
-                "serving_tail": serving_tail, "trained": self.trained,
-                "train_examples_per_s": rate}  # fmt: skip
+        return {
+            "examples": int(labels.size),
+            "hard_examples": int(hard.sum()),
+            "progressive": progressive,
+            "oracle": oracle,
+            "candidate_tail": candidate_tail,
+            "serving_tail": serving_tail,
+            "trained": self.trained,
+            "train_examples_per_s": rate,
+        }
 
     @staticmethod
     def _score_tail(model, inputs, labels, hard, min_positives) -> dict:

@@ -89,8 +89,13 @@ from trainer.examples import Examples
 class WindowAssembler:
     """Collects blocks of examples into the open window and those past it, per partition."""
 
-    def __init__(self, size_ms: int, partitions: list[int], concat: Callable = Examples.concat,
-                 resume_ms: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        size_ms: int,
+        partitions: list[int],
+        concat: Callable = Examples.concat,
+        resume_ms: int | None = None,
+    ):
         """``resume_ms``: the end of the last window closed (after a restart, from the trainer's
         state): the next window starts there or later, whatever the first example read."""
         if size_ms <= 0:
@@ -154,8 +159,10 @@ class WindowAssembler:
         """The window's examples not yet taken (None if none) and its end offsets
         (``positions``: each partition's next offset to read); later ones start the next window."""
         block = self.concat(self.current) if self.current else None
-        ends = {p: (int(self.later[p][0][0][0]) if self.later[p] else positions[p])
-                for p in self.partitions}  # fmt: skip
+        ends = {
+            p: (int(self.later[p][0][0][0]) if self.later[p] else positions[p])
+            for p in self.partitions
+        }
         self._move_on()
         return block, ends
 
@@ -169,8 +176,9 @@ class WindowAssembler:
         later, self.resume_ms = self.later, self.end_ms
         self.current, self.rows, self.taken = [], 0, 0
         self.later = {p: [] for p in self.partitions}
-        first = min((int(times.min()) for items in later.values() for _, times, _ in items),
-                    default=None)  # fmt: skip
+        first = min(
+            (int(times.min()) for items in later.values() for _, times, _ in items), default=None
+        )
         self.start_ms = None if first is None else self._start(first)
         for p, items in later.items():
             for offsets, times, rest in items:

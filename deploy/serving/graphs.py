@@ -44,8 +44,9 @@ class Slot:
         self.weights = WeightsReader(loaded, version_dir)
         self.hard, self.soft = predictor(loaded, SIGNATURE), predictor(loaded, SOFT)
         signature = loaded.signatures[SIGNATURE].structured_input_signature[1]
-        self.inputs = {n: ("string" if s.dtype.name == "string" else "float")
-                       for n, s in signature.items()}  # fmt: skip
+        self.inputs = {
+            n: ("string" if s.dtype.name == "string" else "float") for n, s in signature.items()
+        }
         #: The version's feature schema, as its graph's inputs declare it.
         self.schema = FeatureSchema(
             tuple(n for n, k in self.inputs.items() if k == "string"),
@@ -138,9 +139,12 @@ class GraphLoader:
         spare, self._spare = self._spare, None  # a failed read leaves it half-written: dropped
         try:
             architecture = read_architecture(directory)
-            if (spare is not None and architecture is not None
-                    and spare.architecture == architecture
-                    and spare.wait_idle(self.idle_timeout_s)):  # fmt: skip
+            if (
+                spare is not None
+                and architecture is not None
+                and spare.architecture == architecture
+                and spare.wait_idle(self.idle_timeout_s)
+            ):
                 spare.read_weights(directory)
                 slot, how = spare, "weights"
             else:

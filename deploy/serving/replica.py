@@ -201,9 +201,14 @@ class Replica:
             raise ModelFault(f"version {graphs.version} gave a non-finite score")
         epoch = self.reader.view.max_epoch
         metrics.EPOCH.set(epoch)
-        return {"model_version": graphs.version, "assignment_epoch": epoch,
-                "results": [{"pcvr": float(p), "task": t, "epoch": e}
-                            for p, t, e in zip(pcvr, tasks, epochs, strict=True)]}  # fmt: skip
+        return {
+            "model_version": graphs.version,
+            "assignment_epoch": epoch,
+            "results": [
+                {"pcvr": float(p), "task": t, "epoch": e}
+                for p, t, e in zip(pcvr, tasks, epochs, strict=True)
+            ],
+        }
 
     @staticmethod
     def inputs(candidates: list[dict], schema: FeatureSchema, unknown: str = "refuse") -> dict:
@@ -216,12 +221,16 @@ class Replica:
             for i, c in enumerate(candidates):
                 strays = sorted(set(c["features"]) - known)
                 if strays:
-                    raise BadRequest(f"candidates.{i}.features.{strays[0]}",
-                                     f"the model (features: {', '.join(schema.names)}) has no "
-                                     "such feature; send it without, or start the replica with "
-                                     "--unknown-features ignore")  # fmt: skip
-        rows = [c["features"] | {"setup_id": c["setup_id"], "advertiser_id": c["advertiser_id"]}
-                for c in candidates]  # fmt: skip
+                    raise BadRequest(
+                        f"candidates.{i}.features.{strays[0]}",
+                        f"the model (features: {', '.join(schema.names)}) has no "
+                        "such feature; send it without, or start the replica with "
+                        "--unknown-features ignore",
+                    )
+        rows = [
+            c["features"] | {"setup_id": c["setup_id"], "advertiser_id": c["advertiser_id"]}
+            for c in candidates
+        ]
         try:
             return encode_records(rows, schema)
         except EncodingError as error:
@@ -275,13 +284,13 @@ def create_app(replica: Replica) -> web.Application:
             return error(400, "body is not JSON this replica reads: nested too deeply")
         candidates = body.get("candidates") if isinstance(body, dict) else None
         if isinstance(candidates, list) and len(candidates) > cfg.max_batch:
-            return error(413, f"more than {cfg.max_batch} candidates in one request",
-                         "candidates")  # fmt: skip
+            return error(413, f"more than {cfg.max_batch} candidates in one request", "candidates")
         try:
             parsed = ScoreRequest.model_validate(body)
             # Off the event loop: health checks and other requests are answered meanwhile.
-            result = await asyncio.get_running_loop().run_in_executor(scoring, replica.score,
-                                                                      parsed)  # fmt: skip
+            result = await asyncio.get_running_loop().run_in_executor(
+                scoring, replica.score, parsed
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
@@ -318,8 +327,7 @@ def create_app(replica: Replica) -> web.Application:
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(request):  # noqa: ARG001
-        return web.Response(body=generate_latest(),
-                            content_type=CONTENT_TYPE_LATEST.split(";")[0])  # fmt: skip
+        return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     app.router.add_post("/score", score)
     app.router.add_get("/healthz", healthz)

@@ -72,6 +72,7 @@ class WeightsReader:
             raise WeightsMismatch(f"variables differ from the loaded graph's: {differing[:3]}")
         for key, variable, dtype in zip(self.keys, self._variables, self._dtypes, strict=True):
             # one tensor at a time: the memory held for a copy is one variable's, not the model's
-            (value,) = tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[key],
-                                            shape_and_slices=[""], dtypes=[dtype])  # fmt: skip
+            (value,) = tf.raw_ops.RestoreV2(
+                prefix=prefix, tensor_names=[key], shape_and_slices=[""], dtypes=[dtype]
+            )
             variable.assign(value)
