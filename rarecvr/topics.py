@@ -111,16 +111,23 @@ def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = ALL) -> list[str]:
 
     Safe to call any number of times: an existing topic is left as it is.
     """
+    return create_missing(
+        bootstrap, [NewTopic(t.name, t.partitions, 1, topic_configs=t.config) for t in topics]
+    )
+
+
+def create_missing(bootstrap: str, topics: list[NewTopic]) -> list[str]:
+    """Create those of ``topics`` that do not exist yet (any topic, not only rarecvr's own:
+    a Faust app's changelogs too); return the names that were created."""
     admin = KafkaAdminClient(**kafka_auth.kafka_python(bootstrap), client_id="rarecvr-admin")
     try:
         existing = set(admin.list_topics())
-        missing = [t for t in topics if t.name not in existing]
         created = []
-        for topic in missing:
+        for topic in topics:
+            if topic.name in existing:
+                continue
             try:
-                admin.create_topics(
-                    [NewTopic(topic.name, topic.partitions, 1, topic_configs=topic.config)]
-                )
+                admin.create_topics([topic])
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass  # another process created it between list and create

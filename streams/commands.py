@@ -120,7 +120,13 @@ def worker(
     from stabilizer.agent import attach
     from streams.attribution import DAY_MS, Rules
     from streams.cvr import CvrParams
-    from streams.worker import WorkerConfig, create_app, mark_clean, prepare_data_dir
+    from streams.worker import (
+        WorkerConfig,
+        create_app,
+        create_changelogs,
+        mark_clean,
+        prepare_data_dir,
+    )
 
     address = kafka_auth.connect(bootstrap)
     data_dir = data_dir or settings.home() / "worker"
@@ -155,6 +161,7 @@ def worker(
         tag_noise=tag_noise,
     )
     attach(app, policy, cfg.cvr)
+    create_changelogs(app, address)
     code = 1
     try:
         runner = Worker(app, loglevel=loglevel, quiet=True)

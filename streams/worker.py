@@ -34,6 +34,7 @@ import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
+from kafka.admin import NewTopic
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rarecvr import kafka_auth, settings
@@ -53,6 +54,7 @@ from rarecvr.topics import (
     DEAD_LETTERS,
     EVENT_PARTITIONS,
     LABELED_EXAMPLES,
+    create_missing,
 )
 from streams import cvr, faust_commit, metrics
 from streams.attribution import (
@@ -91,6 +93,29 @@ class WorkerConfig:
     step_within_s: float = 0.5
     #: How soon the group notices a worker that died: its partitions wait this long.
     session_timeout_s: float = 10.0
+
+
+def create_changelogs(app: faust.App, bootstrap: str) -> list[str]:
+    """Create the tables' changelog topics before the worker starts; return those created.
+
+    Faust creates them itself as it starts, but when the broker is not ready for that yet (the
+    first seconds of a fresh broker) it logs "Ignoring missing topic" and goes on, and every
+    write to that table then crashes its agent (``PartitionsMismatch``, 0 partitions): in one
+    CI run of the demo the stabilizer's table had no changelog and no setup was ever hard.
+    """
+    compact = {"cleanup.policy": "compact"}
+    return create_missing(
+        bootstrap,
+        [
+            NewTopic(
+                t.changelog_topic.get_topic_name(),
+                t.changelog_topic.partitions,
+                1,
+                topic_configs=compact,
+            )
+            for t in app.tables.values()
+        ],
+    )
 
 
 def prepare_data_dir(data_dir: Path) -> bool:

@@ -33,7 +33,14 @@ from tests.streams_harness import (
     environment,
     wait_caught_up,
 )
-from tests.test_serving import CANDIDATES, TOKEN, post, readyz, wait_for_readyz, write_version
+from tests.test_serving import (
+    CANDIDATES,
+    post,
+    readyz,
+    start_replica,
+    wait_for_readyz,
+    write_version,
+)
 from trainer.feed import ExampleFeed
 from trainer.loop import TrainerState
 
@@ -84,27 +91,8 @@ def test_a_broker_restart_loses_nothing_and_the_replica_answers_throughout(tmp_p
         registry = Registry(tmp_path / "registry", keep=5)
         write_version(registry, seed=1)
         port = free_port()
-        log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rarecvr.cli",
-                "serve",
-                "--bootstrap",
-                bootstrap,
-                "--registry",
-                str(registry.root),
-                "--port",
-                str(port),
-                "--token",
-                TOKEN,
-                "--stale-after",
-                str(STALE_S),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+        serve = start_replica(
+            bootstrap, registry, port, tmp_path / "serve.log", env, stale_s=STALE_S
         )
         state_file = tmp_path / "trainer" / "state.json"
         trainer_log = tmp_path / "train.log"

@@ -138,6 +138,35 @@ CANDIDATES = [
 ]
 
 
+def start_replica(
+    bootstrap: str, registry, port: int, log_path, env: dict, *extra: str, stale_s=STALE_S
+):
+    """``rarecvr serve`` on ``registry`` with the tests' token."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rarecvr.cli",
+                "serve",
+                "--bootstrap",
+                bootstrap,
+                "--registry",
+                str(registry.root),
+                "--port",
+                str(port),
+                "--token",
+                TOKEN,
+                "--stale-after",
+                str(stale_s),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+
+
 @pytest.fixture
 def replica(kafka, tmp_path, monkeypatch):
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -152,31 +181,16 @@ def replica(kafka, tmp_path, monkeypatch):
     registry = Registry(tmp_path / "registry", keep=50)
     publish(registry, producer, seed=1)
     port = free_port()
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rarecvr.cli",
-            "serve",
-            "--bootstrap",
-            kafka.bootstrap,
-            "--registry",
-            str(registry.root),
-            "--port",
-            str(port),
-            "--token",
-            TOKEN,
-            "--max-batch",
-            "100",
-            "--max-body-bytes",
-            "200000",
-            "--stale-after",
-            str(STALE_S),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "RARECVR_TOPIC_PREFIX": prefix},
+    proc = start_replica(
+        kafka.bootstrap,
+        registry,
+        port,
+        tmp_path / "serve.log",
+        {"RARECVR_TOPIC_PREFIX": prefix},
+        "--max-batch",
+        "100",
+        "--max-body-bytes",
+        "200000",
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -192,7 +206,6 @@ def replica(kafka, tmp_path, monkeypatch):
     proc.terminate()
     proc.wait(timeout=30)
     producer.close()
-    log.close()
 
 
 def metric(port: int, name: str) -> float:
