@@ -46,6 +46,8 @@ def test_the_demo_loop_publishes_and_serves_versions_without_a_failed_request(tm
     assert summary["versions_published"] >= 2
     assert summary["versions_served"][-1] >= 2
     assert summary["history"]["hard_rig_vs_constant_low"] > 0
+    # the stabilizer assigned hard setups and the served versions were scored on them
+    assert summary["served_hard_rig_pooled"] is not None, logs.get("worker")
     assert summary["headline"].startswith("Version 1, fitted on the simulated history, beat")
     assert os.path.getsize(summary["report"]) > 20_000  # the plots are in it
     report(
