@@ -25,51 +25,20 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from rich.progress import track
 
 from simulator import Marketplace, SimConfig
 from simulator.config import HOUR_MS
-from simulator.marketplace import CATEGORY_NAMES, TYPE_NAMES
-from simulator.traffic import generate
-from stabilizer.policy import Evidence, PolicyParams, decide
+from simulator.traffic import setup_clicks
+from stabilizer.policy import PolicyParams
+from stabilizer.replay import HourlyCounts, replay
 
-HALF_LIFE_H = 7 * 24
-WINDOW_H = 7 * 24
 STEADY_FROM_H = 7 * 24
 
 
-def hourly_counts(market: Marketplace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clicks per (setup, hour), conversions per (setup, hour of conversion), delay histogram."""
+def hourly_counts(market: Marketplace) -> HourlyCounts:
+    """The simulated traffic's clicks and conversions per setup and hour."""
     hours = int(np.ceil(market.cfg.days * 24))
-    clicks = np.zeros((market.n_setups, hours))
-    conversions = np.zeros((market.n_setups, hours + WINDOW_H + 1))
-    delays = np.zeros(WINDOW_H + 1)
-    start = market.cfg.start_ms
-    for chunk in generate(market):
-        setup = chunk.features["setup"]
-        np.add.at(clicks, (setup, (chunk.ts_ms - start) // HOUR_MS), 1)
-        done = chunk.converted
-        conv_h = (chunk.conversion_ts_ms[done] - start) // HOUR_MS
-        np.add.at(conversions, (setup[done], conv_h), 1)
-        delay_h = (chunk.conversion_ts_ms[done] - chunk.ts_ms[done]) // HOUR_MS
-        np.add.at(delays, np.minimum(delay_h, WINDOW_H), 1)
-    return clicks, conversions[:, :hours], delays
-
-
-def evidence_by_hour(clicks: np.ndarray, conversions: np.ndarray, delays: np.ndarray):
-    """Yield (hour, decayed mature clicks, decayed conversions) per setup at each hour's end."""
-    decay = 2.0 ** (-1.0 / HALF_LIFE_H)
-    cdf = np.cumsum(delays) / delays.sum()  # P(delay < age + 1 hour), age in hours
-    ages = np.arange(WINDOW_H)
-    immature_weight = decay**ages * (1.0 - cdf[ages])
-    dc = np.zeros(clicks.shape[0])
-    dv = np.zeros(clicks.shape[0])
-    for h in range(clicks.shape[1]):
-        dc = dc * decay + clicks[:, h]
-        dv = dv * decay + conversions[:, h]
-        recent = clicks[:, max(0, h - WINDOW_H + 1) : h + 1][:, ::-1]
-        immature = recent @ immature_weight[: recent.shape[1]]
-        yield h, np.maximum(dc - immature, 0.0), dv
+    return HourlyCounts.of(setup_clicks(market), market.n_setups, hours, market.cfg.start_ms)
 
 
 def percentile(values: list, q: float) -> float | None:
@@ -94,37 +63,13 @@ def evaluate(
     """Replay both rules hour by hour over ``hourly_counts(market)``; the benchmark's figures,
     and the same figures from ``steady_from_h`` on (``steady_*``: the first answers and the
     first week's corrections of every setup of the simulated start left out)."""
-    clicks, conversions, delays = counts
+    clicks = counts.clicks
     cfg = market.cfg
     n, hours = clicks.shape
-    groups = [
-        f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
-        for t, c in zip(market.type_tag, market.category_tag, strict=True)
-    ]
     first_hour = np.where(clicks.sum(1) > 0, np.argmax(clicks > 0, axis=1), hours)
-    book = params.peer_book()
-    current: list = [None] * n
-    policy_task = np.full((n, hours), -1)  # 1 hard, 0 soft, -1 not yet seen
-    naive_task = np.full((n, hours), -1)
-    truth = np.zeros((n, hours), dtype=bool)
-    for h, mature, conv in track(
-        evidence_by_hour(clicks, conversions, delays), total=hours, description="hours"
-    ):
-        now_ms = cfg.start_ms + (h + 1) * HOUR_MS
-        truth[:, h] = market.is_hard(np.arange(n), now_ms)
-        seen = np.flatnonzero(first_hour <= h)
-        for s in seen:
-            book.update(str(s), groups[s], mature[s], conv[s])
-        for s in seen:
-            prior = book.prior(groups[s]) or params.default_prior()
-            new = decide(current[s], Evidence(mature[s], conv[s]), prior, now_ms, params)
-            if new is not None:
-                current[s] = new
-            policy_task[s, h] = current[s].task == "hard"
-        cvr = np.divide(
-            conv[seen], mature[seen], out=np.full(seen.size, np.inf), where=mature[seen] > 0
-        )
-        naive_task[seen, h] = cvr <= params.alpha
+    policy_task, naive_task = replay(counts, market.peer_groups(), params, cfg.start_ms)
+    ends_ms = cfg.start_ms + (np.arange(hours) + 1) * HOUR_MS
+    truth = market.is_hard(np.arange(n)[:, None], ends_ms[None, :])
     seen_mask = policy_task >= 0
     day_one = seen_mask & (np.arange(hours)[None, :] < first_hour[:, None] + 24)
     steady = seen_mask & (np.arange(hours)[None, :] >= steady_from_h)

@@ -209,6 +209,13 @@ class Marketplace:
     def n_setups(self) -> int:
         return len(self.setup_ids)
 
+    def peer_groups(self) -> list[str]:
+        """Each setup's peer group as the stabilizer sees it: ``type/category`` of its tags."""
+        return [
+            f"{TYPE_NAMES[t]}/{CATEGORY_NAMES[c]}"
+            for t, c in zip(self.type_tag, self.category_tag, strict=True)
+        ]
+
     def cvr(self, setup: np.ndarray | int, t_ms: np.ndarray | int) -> np.ndarray:
         """The configured CVR of ``setup`` at event time ``t_ms`` (mean true probability)."""
         frac = np.clip(

@@ -101,3 +101,10 @@ def generate(market: Marketplace, chunk_size: int = 500_000) -> Iterator[Clicks]
             converted=converted,
             conversion_ts_ms=np.where(converted, ts + delays, -1),
         )
+
+
+def setup_clicks(market: Marketplace) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The traffic as (setup, click ts_ms, conversion ts_ms or -1) chunks: what the stabilizer's
+    evidence is made of."""
+    for chunk in generate(market):
+        yield chunk.features["setup"], chunk.ts_ms, chunk.conversion_ts_ms
