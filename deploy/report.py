@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+from rarecvr.plots import img, plt
 
 
 def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> list[tuple]:
-    """(title, PNG base64) for each plot of the report."""
+    """(title, ``<img>`` tag) for each plot of the report."""
     out = []
     t0 = samples[0]["t"] if samples else 0
     ts = [(s["t"] - t0) / 60 for s in samples]
@@ -33,14 +20,14 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
     ax[0].set_xlabel("minutes"), ax[0].legend(), ax[0].set_title("events")
     ax[1].plot(ts, [s["lag"] for s in samples], color="tab:red")
     ax[1].set_xlabel("minutes"), ax[1].set_title("consumer lag (records)")
-    out.append(("Events and lag", _png(fig)))
+    out.append(("Events and lag", img(fig, dpi=90)))
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.2))
     ax[0].plot(ts, [s["hard_share"] for s in samples])
     ax[0].set_ylim(0, 1), ax[0].set_xlabel("minutes"), ax[0].set_title("share of hard setups")
     ax[1].plot(ts, [s["flips"] for s in samples], color="tab:purple")
     ax[1].set_xlabel("minutes"), ax[1].set_title("task changes (cumulative)")
-    out.append(("Task assignments", _png(fig)))
+    out.append(("Task assignments", img(fig, dpi=90)))
 
     served = [h for h in history if h.get("progressive")]
     if served:
@@ -64,7 +51,7 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
             ax[i].set_xlabel("window"), ax[i].set_title(f"progressive {metric.upper()}")
             ax[i].legend(fontsize=7)
         out.append(
-            ("Serving model on each new window (progressive), next to the oracle", _png(fig))
+            ("Serving model on each new window (progressive), next to the oracle", img(fig, dpi=90))
         )
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
         ax.plot(
@@ -77,7 +64,7 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
             windows, [h["progressive"]["hard_positives"] for h in served], "-s", label="observed"
         )
         ax.set_xlabel("window"), ax.set_title("hard conversions: calibration"), ax.legend()
-        out.append(("Calibration on hard examples", _png(fig)))
+        out.append(("Calibration on hard examples", img(fig, dpi=90)))
 
     if requests:
         fig, ax = plt.subplots(figsize=(11, 3.2))
@@ -91,14 +78,13 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
                 previous = version
         ax.set_yscale("log"), ax.set_xlabel("minutes"), ax.set_ylabel("ms")
         ax.set_title("scoring latency, batches of 100 (green: a new version served)")
-        out.append(("Serving latency", _png(fig)))
+        out.append(("Serving latency", img(fig, dpi=90)))
     return out
 
 
 def write(path: Path, summary: dict, samples, history, requests) -> Path:
     sections = "".join(
-        f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>"
-        for title, png in figures(samples, history, requests)
+        f"<h2>{html.escape(title)}</h2>{png}" for title, png in figures(samples, history, requests)
     )
     rows = "".join(
         f"<tr><td>{h['window']}</td><td>{h['examples']}</td><td>{h['hard_examples']}</td>"

@@ -99,10 +99,21 @@ def export_version(model: MultiTaskDCN, version_dir: Path) -> None:
     graph and whose ``soft`` signature is the soft tower's (what replicas route soft candidates
     to). The trunk's variables, nearly all of the bytes, are stored, checked and loaded once.
     A single-task model's one tower serves both signatures."""
-    if model.config.tasks == SINGLE_TASK:
-        export(model, SINGLE_TASK, version_dir, {SIGNATURE: SINGLE_TASK, SOFT: SINGLE_TASK})
-    else:
-        export(model, ("hard", "soft"), version_dir, {SIGNATURE: ("hard",), SOFT: ("soft",)})
+    tasks, signatures = version_signatures(model.config)
+    export(model, tasks, version_dir, signatures)
+
+
+def version_graph(model: MultiTaskDCN) -> TaskGraph:
+    """The graph of a model version in memory: ``functions[SIGNATURE]`` and ``functions[SOFT]``
+    compute what a replica loading the saved version does."""
+    return TaskGraph(model, *version_signatures(model.config))
+
+
+def version_signatures(config) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The towers of a model version and its signatures (hard-only and soft)."""
+    if config.tasks == SINGLE_TASK:
+        return SINGLE_TASK, {SIGNATURE: SINGLE_TASK, SOFT: SINGLE_TASK}
+    return ("hard", "soft"), {SIGNATURE: ("hard",), SOFT: ("soft",)}
 
 
 def architecture(model: MultiTaskDCN, tasks: tuple[str, ...]) -> dict:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from model import metrics  # noqa: E402
-from model.research import (  # noqa: E402
+from model import metrics
+from model.research import (
     PAPER_LAYER_LIFT,
     PAPER_VS_SINGLE,
     PAPER_WEIGHT_LIFT,
@@ -23,13 +17,7 @@ from model.research import (  # noqa: E402
     pooled,
     pooled_labels,
 )
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+from rarecvr.plots import img, plt
 
 
 def rig_by_configuration(findings: Findings, main, reps: int):
@@ -51,7 +39,7 @@ def rig_by_configuration(findings: Findings, main, reps: int):
         ax.legend(loc="lower right")
     ax.set_xlabel("RIG on the hard population (95% bootstrap CI)")
     ax.set_title("Hard-population RIG by configuration")
-    return _png(fig)
+    return img(fig)
 
 
 def calibration_plot(findings: Findings, main, names: list[str]):
@@ -75,7 +63,7 @@ def calibration_plot(findings: Findings, main, names: list[str]):
         ax.set_ylabel("observed CVR")
         ax.set_title(f"Calibration on the {population} population")
         ax.legend(fontsize=7)
-    return _png(fig)
+    return img(fig)
 
 
 def lifts_plot(summary: dict):
@@ -97,7 +85,7 @@ def lifts_plot(summary: dict):
     ax.set_xticks(x, labels, rotation=20, fontsize=8)
     ax.set_ylabel("RIG lift over hard-only, %")
     ax.legend()
-    return _png(fig)
+    return img(fig)
 
 
 def _pair(name: str) -> tuple[float, float]:

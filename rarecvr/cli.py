@@ -23,6 +23,7 @@ STAGE_COMMANDS = {
     "train": "trainer.commands:train",
     "model": "trainer.commands:model",
     "research": "model.commands:research",
+    "abtest": "abtest.commands:abtest",
     "serve": "deploy.serving.commands:serve",
 }
 

@@ -85,3 +85,27 @@ class SimConfig:
     @property
     def end_ms(self) -> int:
         return self.start_ms + int(self.days * DAY_MS)
+
+
+@dataclass(frozen=True)
+class AuctionConfig:
+    """The auction side of the marketplace (``simulator.auctions``): requests, eligible ads,
+    the true CTR, outside competition, and each setup's goal and budget. Fixed before any
+    comparison, like :class:`SimConfig`; see ``docs/simulator.md``."""
+
+    seed: int = 11
+    requests_per_day: int = 400_000
+    candidates: int = 4  #: eligible ads per request (drawn like clicks: by traffic weight)
+    users: int = 2_000_000  #: user ids a request comes from (the A/B test hashes them to arms)
+    base_ctr: float = 0.02  #: mean true CTR of an impression
+    ctr_shared_strength: float = 1.0  #: weight of the CVR's shared user/context effects in it
+    ctr_specific_sd: float = 0.30  #: sd of the CTR-only creative and placement effects
+    #: a setup's target CPA x base CTR x its CVR, median (currency per impression)
+    value_per_impression: float = 1.0
+    target_cpa_sd: float = 0.30  #: log-sd of target CPAs around that
+    reserve_price: float = 0.10  #: per impression
+    outside_median: float = 0.60  #: the best outside bid of a request: log-normal median
+    outside_sd: float = 0.80  #: and log-sd
+    #: daily budget over the value of all a setup's eligible impressions a day: median, log-sd
+    budget_median: float = 0.35
+    budget_sd: float = 0.80

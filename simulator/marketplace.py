@@ -153,11 +153,12 @@ class Marketplace:
         )
 
     # -- the true logit ----------------------------------------------------------------------
-    def feature_logit(self, f: dict[str, np.ndarray]) -> np.ndarray:
-        """Every logit term except the setup's offset, for click feature index arrays ``f``."""
-        e, cfg = self.effects, self.cfg
+    def shared_logit(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        """The user and context effects every setup shares (before ``shared_strength``); the
+        true CTR of an ad request shares them too (``simulator.auctions``)."""
+        e = self.effects
         recency = (np.log1p(f["recency_days"]) - 1.75) / 0.85
-        shared = (
+        return (
             e.segment_shared[f["segment"]]
             + e.device_shared[f["device"]]
             + e.geo_shared[f["geo"]]
@@ -165,6 +166,10 @@ class Marketplace:
             + e.publisher_shared[f["publisher"]]
             + e.recency_shared * recency
         )
+
+    def feature_logit(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        """Every logit term except the setup's offset, for click feature index arrays ``f``."""
+        e, cfg = self.effects, self.cfg
         hard = self.setup_hard_group[f["setup"]]
         specific = np.where(
             hard,
@@ -177,10 +182,14 @@ class Marketplace:
             + e.geo_x_daypart[f["geo"], f["hour"] // 6]
             + e.creative[f["creative"]]
         )
-        return cfg.shared_strength * shared + specific + interactions
+        return cfg.shared_strength * self.shared_logit(f) + specific + interactions
 
     def draw_features(self, setup: np.ndarray, hour: np.ndarray, rng) -> dict[str, np.ndarray]:
         """Draw user, context and ad features for clicks on ``setup`` at ``hour`` of day."""
+        return self.draw_ads(setup, rng) | self.draw_context(hour, rng)
+
+    def draw_ads(self, setup: np.ndarray, rng) -> dict[str, np.ndarray]:
+        """The advertiser of each setup, and one of its campaigns and creatives at random."""
         n = setup.size
         adv = self.setup_advertiser[setup]
         campaign = self.campaign_start[adv] + (rng.random(n) * self.campaigns_per_adv[adv]).astype(
@@ -189,11 +198,12 @@ class Marketplace:
         creative = self.creative_start[campaign] + (
             rng.random(n) * self.creatives_per_campaign[campaign]
         ).astype(np.int64)
+        return {"setup": setup, "advertiser": adv, "campaign": campaign, "creative": creative}
+
+    def draw_context(self, hour: np.ndarray, rng) -> dict[str, np.ndarray]:
+        """User and context features of ``hour.size`` clicks or requests at ``hour`` of day."""
+        n = hour.size
         return {
-            "setup": setup,
-            "advertiser": adv,
-            "campaign": campaign,
-            "creative": creative,
             "segment": rng.choice(self.cfg.user_segments, n, p=self.segment_pmf),
             "device": rng.choice(len(DEVICES), n, p=self.device_pmf),
             "os": rng.choice(len(OSES), n, p=self.os_pmf),

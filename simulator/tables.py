@@ -62,6 +62,24 @@ class Vocab:
         }
         self.category_tag = market.category_tag
         self.type_tag = market.type_tag
+        words = {name: (key, _bytes(names)) for name, (key, names) in self.columns.items()}
+        words["hour"] = ("hour", _bytes(range(24)))
+        self._words = words
+        self._category_words = _bytes(CATEGORY_NAMES)
+        self._type_words = _bytes(TYPE_NAMES)
+
+    def model_inputs(self, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's input arrays for feature index arrays ``f``: the same as
+        ``encode_table(clicks_table(...), SCHEMA)`` gives for those clicks, without a table."""
+        inputs = {name: words[f[key]] for name, (key, words) in self._words.items()}
+        inputs["category"] = self._category_words[self.category_tag[f["setup"]]]
+        inputs["advertiser_type"] = self._type_words[self.type_tag[f["setup"]]]
+        inputs["recency_days"] = f["recency_days"].astype(np.float32)
+        return {name: inputs[name] for name in SCHEMA.names}
+
+
+def _bytes(values) -> np.ndarray:
+    return np.char.encode(np.array([str(v) for v in values]), "utf-8")
 
 
 def clicks_table(clicks: Clicks, vocab: Vocab) -> pa.Table:

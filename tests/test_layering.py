@@ -19,7 +19,17 @@ MAY_IMPORT = {
     "model": {"rarecvr"},
     "trainer": {"rarecvr", "model", "stabilizer"},
     "deploy": {"rarecvr", "model", "stabilizer"},
-    "bench": {"rarecvr", "simulator", "streams", "stabilizer", "model", "trainer", "deploy"},
+    "abtest": {"rarecvr", "simulator", "stabilizer", "model"},
+    "bench": {
+        "rarecvr",
+        "simulator",
+        "streams",
+        "stabilizer",
+        "model",
+        "trainer",
+        "deploy",
+        "abtest",
+    },
 }
 
 #: (module, package it imports): why it is still there (issue 28 moves each)
