@@ -73,6 +73,26 @@ def user_arm(user: np.ndarray, salt: int) -> np.ndarray:
     return ((mixed >> np.uint64(40)) & np.uint64(1)).astype(np.int64)
 
 
+def within_budget(
+    key: np.ndarray, ts_ms: np.ndarray, price: np.ndarray, remaining: np.ndarray
+) -> np.ndarray:
+    """Which won impressions a bidder can still pay for: in time order, those whose running
+    cost stays within its remaining budget (``remaining`` indexed by ``key``). The others are
+    not served: the ad server stops a campaign when its budget is gone.
+
+    >>> key, ts_ms = np.array([0, 0, 1, 0]), np.array([1, 2, 3, 4])
+    >>> within_budget(key, ts_ms, np.ones(4), remaining=np.array([2.0, 0.5]))
+    array([ True,  True, False, False])
+    """
+    order = np.lexsort((ts_ms, key))
+    cost = np.cumsum(price[order])
+    starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
+    before = np.repeat(cost[starts] - price[order][starts], np.diff(np.r_[starts, key.size]))
+    keep = np.empty(key.size, dtype=bool)
+    keep[order] = cost - before <= remaining.ravel()[key[order]]
+    return keep
+
+
 def run(
     funnel: Funnel,
     arms: tuple[Arm, Arm],
@@ -127,10 +147,12 @@ def run(
             winner, price = second_price(bids.reshape(n, k), np.maximum(outside, cfg.reserve_price))
             won = np.flatnonzero(winner >= 0)
             row = won * k + winner[won]
+            key = arm_of[row] * n_setups + setup[row]
+            served = within_budget(key, candidates.ts_ms[row], price[won], pacer.remaining())
+            won, row, key = won[served], row[served], key[served]
             clicked = rng.random(row.size) < candidates.true_ctr[row]
             converted = clicked & (rng.random(row.size) < candidates.true_cvr[row])
             expected = candidates.true_ctr[row] * candidates.true_cvr[row]
-            key = arm_of[row] * n_setups + setup[row]
             step_sums = {
                 "spend": price[won],
                 "impressions": None,

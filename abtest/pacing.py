@@ -42,6 +42,10 @@ class Pacer:
         """Each bidder's multiplier now: 0 for a spent budget."""
         return np.where(self.spent < self.budget, self.multiplier, 0.0)
 
+    def remaining(self) -> np.ndarray:
+        """What each bidder may still spend today."""
+        return np.maximum(self.budget - self.spent, 0.0)
+
     def update(self, spend: np.ndarray, planned_share: float) -> None:
         """Account a step's ``spend``, when the plan for the step was ``planned_share`` of the
         day's budget."""
