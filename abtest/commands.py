@@ -33,9 +33,30 @@ import click
     help="models: single-task control vs multi-task variant; routing: the multi-task model "
     "routed by the naive rule (control) vs by the stabilizer (variant).",
 )
+@click.option(
+    "--control-version",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A registry version directory to use as the single-task control instead of training.",
+)
+@click.option(
+    "--variant-version",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A registry version directory to use as the multi-task variant instead of training.",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Report directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
-def abtest(quick, days, seeds, aa_seeds, requests_per_day, compare, out, as_json) -> None:
+def abtest(
+    quick,
+    days,
+    seeds,
+    aa_seeds,
+    requests_per_day,
+    compare,
+    control_version,
+    variant_version,
+    out,
+    as_json,
+) -> None:
     """Simulate the paper's online A/B test on the simulator's ground truth.
 
     \b
@@ -50,6 +71,7 @@ def abtest(quick, days, seeds, aa_seeds, requests_per_day, compare, out, as_json
     \b
       rarecvr abtest --quick --json
       rarecvr abtest --days 7 --seeds 3 --compare routing
+      rarecvr abtest --variant-version ~/.rarecvr/registry/12   # a published version
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from rich.progress import Progress
@@ -66,7 +88,12 @@ def abtest(quick, days, seeds, aa_seeds, requests_per_day, compare, out, as_json
         requests_per_day=requests_per_day or plan.requests_per_day,
     )
     started = time.monotonic()
-    prepared = study.prepare(plan, log=lambda m: click.echo(m, err=True))
+    versions = {
+        name: path
+        for name, path in (("single-task", control_version), ("multi-task", variant_version))
+        if path is not None
+    }
+    prepared = study.prepare(plan, log=lambda m: click.echo(m, err=True), versions=versions)
     total = plan.requests_per_day * plan.test_days * (len(plan.seeds) + plan.aa_seeds)
     with Progress(transient=True) as bar:
         task = bar.add_task("auctions", total=total)

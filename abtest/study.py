@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from abtest import experiment, kpis
 from abtest.experiment import Arm, ArmOutcome
 from abtest.scoring import Scorer
+from model import metrics
 from model.dcn import SINGLE_TASK, ModelConfig
 from model.research import Plan as TrainingPlan
-from model.research import fit_split, score, validation_split
+from model.research import fit_split, validation_split
 from model.research_data import Study, simulated
 from model.tasks import TaskRule
 from model.training import fit
@@ -120,8 +122,11 @@ class Prepared:
     test_start_ms: int
 
 
-def prepare(plan: Plan, log: Callable[[str], None] = print) -> Prepared:
-    """Simulate the history, replay the stabilizer over it and train both models."""
+def prepare(
+    plan: Plan, log: Callable[[str], None] = print, versions: dict[str, Path] | None = None
+) -> Prepared:
+    """Simulate the history, replay the stabilizer over it and train both models (or load
+    ``versions``: model name -> a registry version directory, instead of training it)."""
     market = Marketplace(plan.sim_config())
     funnel = Funnel(market, plan.auction_config())
     log(f"simulating {market.cfg.clicks:,} clicks over {plan.days} days")
@@ -143,20 +148,37 @@ def prepare(plan: Plan, log: Callable[[str], None] = print) -> Prepared:
     }
     scorers, offline = {}, {}
     for name, config in configs.items():
-        log(f"training the {name} model on {len(study.train):,} history clicks")
-        model = fit(
-            config,
-            *fit_split(study, training),
-            epochs=training.epochs,
-            batch=training.batch,
-            validation=validation_split(study, training),
-        )
-        scorers[name] = Scorer.of_model(model, name)
-        offline[name] = score(config, model, study)[0]
+        if versions and name in versions:
+            log(f"loading the {name} model from {versions[name]}")
+            scorers[name] = Scorer.of_version(versions[name], name)
+        else:
+            log(f"training the {name} model on {len(study.train):,} history clicks")
+            model = fit(
+                config,
+                *fit_split(study, training),
+                epochs=training.epochs,
+                batch=training.batch,
+                validation=validation_split(study, training),
+            )
+            scorers[name] = Scorer.of_model(model, name)
+        offline[name] = offline_figures(scorers[name], study.test)
     test = study.test
     offline["oracle_hard"] = oracle_figures(test.labels[test.hard], test.true_p[test.hard])
     test_start = market.cfg.start_ms + plan.history_days * DAY_MS
     return Prepared(market, funnel, study, routing, scorers, offline, test_start)
+
+
+def offline_figures(scorer: Scorer, test) -> dict:
+    """RIG, AUC and calibration of an arm's pCVR on held-out clicks, per routed population."""
+    p = scorer(test.inputs, test.hard)
+    out = {}
+    for population, mask in (("hard", test.hard), ("soft", ~test.hard)):
+        y = test.labels[mask]
+        if 0 < y.sum() < y.size:
+            out[f"rig_{population}"] = metrics.rig(y, p[mask])
+            out[f"auc_{population}"] = metrics.auc(y, p[mask])
+            out[f"calibration_{population}"] = metrics.calibration_ratio(y, p[mask])
+    return out
 
 
 def routed(study: Study, market: Marketplace, hard: Callable[[int], np.ndarray]) -> Study:

@@ -8,6 +8,10 @@ import pytest
 from abtest import experiment, kpis, report, study
 from abtest.auction import second_price
 from abtest.pacing import Pacer
+from abtest.scoring import Scorer
+from model.dcn import ModelConfig, build
+from model.export import export_version
+from model.training import predict
 from rarecvr.schema import encode_table
 from simulator import Marketplace, SimConfig
 from simulator.auctions import Funnel
@@ -172,3 +176,17 @@ def test_a_small_study_reports_table_four_with_intervals_and_aa_coverage(tmp_pat
     path = report.write(summary, runs, study.hard_segment(prepared), tmp_path, "rarecvr abtest")
     page = path.read_text()
     assert report.headline(summary) in page and "Table 4" in page
+
+
+def test_a_registry_version_scores_candidates_as_the_model_it_was_exported_from(market, tmp_path):
+    vocab = Vocab(market)
+    chunk = next(generate(market))
+    inputs = vocab.model_inputs(chunk.features)
+    model = build(ModelConfig(SCHEMA, hash_buckets=500), inputs, {"soft": 0.03, "hard": 0.004})
+    export_version(model, tmp_path / "1")
+    hard = np.arange(len(chunk)) % 3 == 0
+    in_memory = Scorer.of_model(model, "mtl")(inputs, hard)
+    loaded = Scorer.of_version(tmp_path / "1")(inputs, hard)
+    np.testing.assert_allclose(loaded, in_memory, rtol=1e-6)
+    towers = predict(model, inputs)
+    np.testing.assert_allclose(in_memory, np.where(hard, towers["hard"], towers["soft"]), rtol=1e-5)
