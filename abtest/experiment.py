@@ -25,8 +25,8 @@ import numpy as np
 
 from abtest.auction import second_price
 from abtest.pacing import Pacer
+from rarecvr.units import DAY_MS, HOUR_MS, MINUTE_MS
 from simulator.auctions import Funnel
-from simulator.config import DAY_MS, HOUR_MS, MINUTE_MS
 from simulator.tables import Vocab
 from simulator.traffic import hour_weights
 

@@ -27,9 +27,10 @@ from model.research import fit_split, validation_split
 from model.research_data import Study, simulated
 from model.tasks import TaskRule
 from model.training import fit
+from rarecvr.units import DAY_MS, HOUR_MS
 from simulator import Marketplace, SimConfig
 from simulator.auctions import Funnel
-from simulator.config import DAY_MS, HOUR_MS, AuctionConfig
+from simulator.config import AuctionConfig
 from simulator.oracle import oracle_figures
 from simulator.traffic import setup_clicks
 from stabilizer.policy import PolicyParams

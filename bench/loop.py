@@ -46,15 +46,13 @@ from model.training import auto_epochs, fit, predict
 from rarecvr.produce import produce
 from rarecvr.schema import FeatureSchema, encode_table
 from rarecvr.topics import ensure_topics
+from rarecvr.units import DAY_MS, HOUR_MS
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, Vocab, clicks_table
 from simulator.traffic import generate
 from trainer.history import HistoryLog
 from trainer.loop import Trainer, TrainerConfig
-
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 
 
 class RecordingTrainer(Trainer):

@@ -26,8 +26,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from rarecvr.units import HOUR_MS
 from simulator import Marketplace, SimConfig
-from simulator.config import HOUR_MS
 from simulator.traffic import setup_clicks
 from stabilizer.policy import PolicyParams
 from stabilizer.replay import HourlyCounts, replay

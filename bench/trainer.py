@@ -45,14 +45,13 @@ from rarecvr.produce import produce
 from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import ensure_topics
+from rarecvr.units import HOUR_MS
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from stabilizer.view import AssignmentView
 from trainer.examples import Examples, parse
 from trainer.loop import Trainer, TrainerConfig
-
-HOUR_MS = 3_600_000
 
 
 class TimedTrainer(Trainer):

@@ -37,11 +37,11 @@ from rarecvr import settings
 from rarecvr.produce import produce
 from rarecvr.schema_topic import publish_schema
 from rarecvr.scrape import by_name, samples
+from rarecvr.units import HOUR_MS
 from simulator import Marketplace, SimConfig
 from simulator.events import event_stream
 from simulator.tables import SCHEMA
 
-HOUR_MS = 3_600_000
 ATTRIBUTION_MS = 2 * HOUR_MS  #: the demo's attribution window, in compressed event time
 
 

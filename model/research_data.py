@@ -16,8 +16,7 @@ import pyarrow.compute as pc
 from model.tasks import TaskRule, decayed_cvr_asof, setup_cvr_from
 from rarecvr.logfile import millis, read_table, setup_ids
 from rarecvr.schema import FeatureSchema, encode_table, infer
-
-DAY_MS = 86_400_000
+from rarecvr.units import DAY_MS
 
 
 @dataclass

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, logit
 
-from simulator.config import HOUR_MS, AuctionConfig
+from rarecvr.units import HOUR_MS
+from simulator.config import AuctionConfig
 from simulator.marketplace import Marketplace, solve_offsets
 from simulator.traffic import hour_weights
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DAY_MS = 24 * 3600 * 1000
-HOUR_MS = 3600 * 1000
-MINUTE_MS = 60 * 1000
+from rarecvr.units import DAY_MS, HOUR_MS, MINUTE_MS
 
 #: Conversion categories: (median CVR, log-sd of CVR across setups, share of setups,
 #: median conversion delay in minutes). Their mixture spans about 0.02% to 40%.

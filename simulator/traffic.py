@@ -13,7 +13,7 @@ import numpy as np
 from scipy.special import expit, ndtri
 from scipy.stats import norm
 
-from simulator.config import DAY_MS, HOUR_MS
+from rarecvr.units import DAY_MS, HOUR_MS
 from simulator.marketplace import Marketplace
 
 

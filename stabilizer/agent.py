@@ -15,11 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from rarecvr.contracts import TaskAssignment, encode
 from rarecvr.topics import TASK_ASSIGNMENTS
+from rarecvr.units import HOUR_MS
 from stabilizer import metrics
 from stabilizer.policy import Evidence, PolicyParams, decide
 from streams import cvr
-
-HOUR_MS = 3_600_000
 
 Publish = Callable[[str, bytes, bytes], Awaitable[None]]
 

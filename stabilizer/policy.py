@@ -29,11 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rarecvr.contracts import TaskAssignment
+from rarecvr.units import DAY_MS
 from stabilizer.peers import BetaPrior, PeerBook, PeerPrior
 
 Prior = BetaPrior | PeerPrior
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import track
 
+from rarecvr.units import HOUR_MS
 from stabilizer.policy import Evidence, PolicyParams, decide
 
-HOUR_MS = 3_600_000
 HALF_LIFE_H = 7 * 24
 WINDOW_H = 7 * 24
 

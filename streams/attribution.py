@@ -37,8 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rarecvr.contracts import peer_group
-
-DAY_MS = 86_400_000
+from rarecvr.units import DAY_MS
 
 
 @dataclass(frozen=True)

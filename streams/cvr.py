@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rarecvr.units import MINUTE_MS
 from streams import decay
 
-MINUTE_MS = 60_000
 #: Upper edges of the delay bins: 1 minute doubling up to about 11 days.
 DELAY_EDGES_MS = [MINUTE_MS * 2**k for k in range(15)]
 

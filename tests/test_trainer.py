@@ -29,6 +29,7 @@ from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema, encode_records
 from rarecvr.schema_topic import publish_schema
 from rarecvr.topics import ensure_topics
+from rarecvr.units import HOUR_MS
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, SCHEMA, Vocab, clicks_table
@@ -41,7 +42,6 @@ from trainer.holdout import Holdout
 from trainer.loop import Trainer, TrainerConfig, TrainerState
 from trainer.window_run import WindowRun
 
-HOUR_MS = 3_600_000
 WINDOW_MS = 12 * HOUR_MS
 ATTRIBUTION_MS = 6 * HOUR_MS
 SIM = SimConfig(

@@ -24,8 +24,7 @@ from model.tasks import TaskRule, decayed_cvr_asof
 from model.training import auto_epochs, fit
 from rarecvr.logfile import advertiser_ids, millis, read_table, setup_ids
 from rarecvr.schema import TOP_LEVEL, encode_table
-
-DAY_MS = 86_400_000
+from rarecvr.units import DAY_MS
 
 
 @dataclass(frozen=True)

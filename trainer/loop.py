@@ -49,6 +49,7 @@ from rarecvr.files import atomic_write
 from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
+from rarecvr.units import DAY_MS
 from stabilizer.reader import AssignmentReader
 from trainer import checkpoint, history, metrics
 from trainer.drift import LossDrift
@@ -62,7 +63,6 @@ from trainer.window_run import WindowRun
 from trainer.windows import QuietPartitions, WindowAssembler
 
 log = logging.getLogger("rarecvr.trainer")
-DAY_MS = 86_400_000
 HISTORY = -1  #: the window number of a version fitted on a history log
 
 
