@@ -67,19 +67,35 @@ def table4(summary: dict, segment: str) -> str:
 
 
 def cpa_ratio_plot(runs: list, hard: np.ndarray) -> str:
+    """Histogram of the per-setup CPA ratios (every seed), hard and soft, on log bins; ratios
+    beyond 1/10 and 10 in the end bins."""
     table = setup_kpis(runs, "expected_conversions")
+    bins = np.geomspace(0.1, 10, 41)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for name, mask, color in (("hard", hard, "tab:red"), ("soft", ~hard, "tab:blue")):
         values = table.log_cpa[:, mask].ravel()
-        values = np.exp(values[np.isfinite(values)])
+        values = np.clip(np.exp(values[np.isfinite(values)]), bins[0], bins[-1])
         if values.size:
-            ax.hist(values, bins=40, alpha=0.6, color=color, label=f"{name} ({values.size})")
+            ax.hist(values, bins=bins, alpha=0.55, color=color, label=f"{name} ({values.size})")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("CPA ratio, variant / control (per setup and seed)")
     ax.set_ylabel("setups")
     ax.legend()
     return img(fig)
+
+
+def missing_table(summary: dict) -> str:
+    """Setups with spend but no conversions in an arm, by basis and segment."""
+    rows = []
+    for basis, segments in summary["setups_without_conversions"].items():
+        for segment, counts in segments.items():
+            cells = [basis.replace("_", " "), segment, counts["control"], counts["variant"]]
+            cells.append(counts["either"])
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    names = ("conversions", "segment", "control", "variant", "either")
+    head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def calibration_plot(summary: dict) -> str:
@@ -133,9 +149,9 @@ def write(summary: dict, runs: dict, hard: np.ndarray, out: Path, command: str) 
             for name, a in arms.items()
         )
         + "</li>",
-        "<li>Setups with spend but no conversions in an arm (left out of the CPA figures): "
-        + html.escape(json.dumps(summary["setups_without_conversions"]))
-        + "</li></ul>",
+        "</ul><p>(setup, seed) cells with spend but no conversions in an arm, left out of the "
+        "CPA figures:</p>",
+        missing_table(summary),
         f"<p>Command: <code>{html.escape(command)}</code></p>",
     ]
     style = (
