@@ -43,6 +43,9 @@ COMPARISONS = {
     "stabilizer (does hysteresis pay online?)",
 }
 
+#: The models each comparison's arms use.
+MODELS = {"models": ("single-task", "multi-task"), "routing": ("multi-task",)}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -148,7 +151,8 @@ def prepare(
         "multi-task": base,
     }
     scorers, offline = {}, {}
-    for name, config in configs.items():
+    for name in MODELS[plan.comparison]:
+        config = configs[name]
         if versions and name in versions:
             log(f"loading the {name} model from {versions[name]}")
             scorers[name] = Scorer.of_version(versions[name], name)

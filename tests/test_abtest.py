@@ -142,7 +142,8 @@ def test_an_arm_that_overestimates_cvr_wins_more_and_no_arm_spends_past_its_budg
         assert arm.sums["clicks"].sum() <= arm.sums["impressions"].sum()
 
 
-def test_a_small_study_reports_table_four_with_intervals_and_aa_coverage(tmp_path):
+@pytest.fixture(scope="module")
+def small():
     plan = replace(
         study.Plan.quick(),
         history_days=4,
@@ -155,7 +156,11 @@ def test_a_small_study_reports_table_four_with_intervals_and_aa_coverage(tmp_pat
         epochs=1,
         bootstrap_reps=50,
     )
-    prepared = study.prepare(plan, log=lambda message: None)
+    return plan, study.prepare(plan, log=lambda message: None)
+
+
+def test_a_small_study_reports_table_four_with_intervals_and_aa_coverage(small, tmp_path):
+    plan, prepared = small
     runs = study.run_all(plan, prepared)
     summary = study.summarise(plan, prepared, runs)
     for key in (
@@ -190,3 +195,15 @@ def test_a_registry_version_scores_candidates_as_the_model_it_was_exported_from(
     np.testing.assert_allclose(loaded, in_memory, rtol=1e-6)
     towers = predict(model, inputs)
     np.testing.assert_allclose(in_memory, np.where(hard, towers["hard"], towers["soft"]), rtol=1e-5)
+
+
+def test_the_routing_comparison_runs_one_model_routed_by_the_naive_rule_and_the_stabilizer(small):
+    _, prepared = small
+    control, variant = study.arms(prepared, "routing")
+    assert control.scorer is variant.scorer is prepared.scorers["multi-task"]
+    hour = 30
+    t_ms = prepared.routing.start_ms + (hour + 1) * 3_600_000
+    assert np.array_equal(control.hard(t_ms), prepared.routing.naive[:, hour] == 1)
+    assert np.array_equal(variant.hard(t_ms), prepared.routing.policy[:, hour] == 1)
+    aa_control, aa_variant = study.arms(prepared, "routing", aa=True)
+    assert aa_variant.hard is aa_control.hard and aa_variant.scorer is aa_control.scorer
