@@ -25,6 +25,7 @@ from rarecvr.schema import FeatureSchema
 
 TASKS = ("soft", "hard")
 SINGLE_TASK = ("all",)
+CVR_LOSSES = ("clicks", "none", "ipw")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,14 @@ class ModelConfig:
     learning_rate: float = 1e-3
     l2: float = 0.0  #: L2 on the weights an example uses: its embedding rows and the kernels
     linear: bool = False  #: a hashed logistic regression (``LinearLogit``) instead of MLP towers
+    #: Entire-space training on impressions (ESMM, ``esmm_loss``): the weights of the CTR loss
+    #: and of the click-and-convert loss, over every impression of a batch.
+    ctr_weight: float = 0.0
+    ctcvr_weight: float = 0.0
+    #: The direct CVR loss of each task: on its clicked rows ("clicks"), none ("none": ESMM
+    #: without it), or on every row weighted by 1/pCTR ("ipw", ESCM2-style, gradients stopped)
+    cvr_loss: str = "clicks"
+    propensity_floor: float = 0.005  #: pCTR below this counts as this in the "ipw" weights
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -49,6 +58,15 @@ class ModelConfig:
             raise ValueError(f"{len(self.tasks)} tasks but {len(self.loss_weights)} loss weights")
         if any(w < 0 for w in self.loss_weights) or sum(self.loss_weights) <= 0:
             raise ValueError(f"loss weights must be >= 0 and not all 0: {self.loss_weights}")
+        if self.cvr_loss not in CVR_LOSSES:
+            raise ValueError(f"cvr_loss must be one of {CVR_LOSSES}, not {self.cvr_loss!r}")
+        if self.ctr_weight < 0 or self.ctcvr_weight < 0:
+            raise ValueError("the CTR and CTCVR loss weights must be >= 0")
+
+    @property
+    def has_ctr(self) -> bool:
+        """Whether the model has a CTR tower (trained on impressions)."""
+        return self.ctr_weight > 0 or self.ctcvr_weight > 0 or self.cvr_loss == "ipw"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +88,26 @@ def multitask_loss(
         count = tf.cast(tf.size(task_rows), tf.float32)
         total += weight * tf.math.divide_no_nan(tf.reduce_sum(bce), count)
     return total
+
+
+def log_one_minus_exp(log_p: tf.Tensor) -> tf.Tensor:
+    """``log(1 - exp(log_p))`` for ``log_p < 0``, accurate at both ends (Maechler 2012)."""
+    return tf.where(
+        log_p > -0.6931472, tf.math.log(-tf.math.expm1(log_p)), tf.math.log1p(-tf.exp(log_p))
+    )
+
+
+def ctcvr_cross_entropy(y: tf.Tensor, z_ctr: tf.Tensor, z_cvr: tf.Tensor) -> tf.Tensor:
+    """Per-row cross-entropy of ``pCTCVR = sigmoid(z_ctr) * sigmoid(z_cvr)`` against the
+    click-and-convert label ``y``, in log space: Keras's probability cross-entropy clips at
+    1e-7, where the products of rare conversions live.
+
+    >>> z = tf.constant([-10.0])
+    >>> round(float(ctcvr_cross_entropy(tf.constant([1.0]), z, z)[0]), 3)  # -log(2.06e-9)
+    20.0
+    """
+    log_p = tf.math.log_sigmoid(z_ctr) + tf.math.log_sigmoid(z_cvr)
+    return -(y * log_p + (1 - y) * log_one_minus_exp(log_p))
 
 
 class Trunk(keras.layers.Layer):
@@ -172,6 +210,7 @@ class MultiTaskDCN(keras.Model):
         self.config = config
         self.trunk = Trunk(config, name="trunk")
         self.towers = [tower(config, task) for task in config.tasks]
+        self.ctr_tower = tower(config, "ctr") if config.has_ctr else None
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     @property
@@ -180,10 +219,13 @@ class MultiTaskDCN(keras.Model):
 
     def call(self, inputs: dict) -> dict[str, tf.Tensor]:
         h = self.trunk(inputs)
-        return {
+        out = {
             task: tf.sigmoid(t(h))[:, 0]
             for task, t in zip(self.config.tasks, self.towers, strict=True)
         }
+        if self.ctr_tower is not None:
+            out["ctr"] = tf.sigmoid(self.ctr_tower(h))[:, 0]
+        return out
 
     def task_index(self, task_names) -> tf.Tensor:
         """Each example's tower: its task's position in ``config.tasks`` (all 0 if single-task)."""
@@ -204,14 +246,18 @@ class MultiTaskDCN(keras.Model):
         inputs, targets = data
         labels = tf.cast(targets["label"], tf.float32)
         task = tf.cast(targets["task"], tf.int32)
+        clicked = tf.cast(targets["click"], tf.float32) if "click" in targets else None
         rows = [tf.where(task == k)[:, 0] for k in range(len(self.towers))]
         with tf.GradientTape() as tape:
             h, looked_up = self.trunk(inputs, training=True, with_embeddings=True)
-            logits = [
-                t(tf.gather(h, r), training=True)[:, 0] if w > 0 else None
-                for t, r, w in zip(self.towers, rows, self.config.loss_weights, strict=True)
-            ]
-            loss = multitask_loss(labels, logits, rows, self.config.loss_weights)
+            if clicked is None:  # clicks only: every row is a click
+                logits = [
+                    t(tf.gather(h, r), training=True)[:, 0] if w > 0 else None
+                    for t, r, w in zip(self.towers, rows, self.config.loss_weights, strict=True)
+                ]
+                loss = multitask_loss(labels, logits, rows, self.config.loss_weights)
+            else:
+                loss = self.impression_loss(h, labels, clicked, rows)
             if self.config.l2:
                 loss += self.config.l2 * self.l2_penalty(looked_up)
         variables = self.trainable_variables
@@ -221,13 +267,56 @@ class MultiTaskDCN(keras.Model):
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
+    def impression_loss(self, h, labels, clicked, rows) -> tf.Tensor:
+        """The loss on a batch of impressions (``clicked`` 1 for a click; ``labels`` 1 for a
+        click that converted): each task's CVR loss as ``cvr_loss`` says, plus ``ctr_weight``
+        times the CTR log loss and ``ctcvr_weight`` times the click-and-convert log loss
+        (``ctcvr_cross_entropy``), both averaged over every impression of the batch."""
+        cfg = self.config
+        z_ctr = self.ctr_tower(h, training=True)[:, 0] if self.ctr_tower is not None else None
+        logits = [
+            t(tf.gather(h, r), training=True)[:, 0] if w > 0 or cfg.ctcvr_weight > 0 else None
+            for t, r, w in zip(self.towers, rows, cfg.loss_weights, strict=True)
+        ]
+        total = tf.constant(0.0)
+        if cfg.cvr_loss == "clicks":
+            hit = [tf.where(tf.gather(clicked, r) > 0)[:, 0] for r in rows]
+            total += multitask_loss(
+                labels,
+                [None if z is None else tf.gather(z, c) for z, c in zip(logits, hit, strict=True)],
+                [tf.gather(r, c) for r, c in zip(rows, hit, strict=True)],
+                cfg.loss_weights,
+            )
+        elif cfg.cvr_loss == "ipw":
+            propensity = tf.maximum(tf.stop_gradient(tf.sigmoid(z_ctr)), cfg.propensity_floor)
+            for z, r, w in zip(logits, rows, cfg.loss_weights, strict=True):
+                if z is None or w == 0:
+                    continue
+                bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.gather(labels, r), logits=z)
+                weight = tf.gather(clicked, r) / tf.gather(propensity, r)
+                count = tf.cast(tf.size(r), tf.float32)
+                total += w * tf.math.divide_no_nan(tf.reduce_sum(weight * bce), count)
+        batch = tf.cast(tf.size(labels), tf.float32)
+        if cfg.ctr_weight > 0:
+            ctr = tf.nn.sigmoid_cross_entropy_with_logits(labels=clicked, logits=z_ctr)
+            total += cfg.ctr_weight * tf.reduce_mean(ctr)
+        if cfg.ctcvr_weight > 0:
+            ctcvr = [
+                tf.reduce_sum(
+                    ctcvr_cross_entropy(tf.gather(labels * clicked, r), tf.gather(z_ctr, r), z)
+                )
+                for z, r in zip(logits, rows, strict=True)
+            ]
+            total += cfg.ctcvr_weight * tf.add_n(ctcvr) / batch
+        return total
+
 
 def build(config: ModelConfig, sample: dict, base_rates: dict | None = None) -> MultiTaskDCN:
     """A compiled model, built and with its numeric normalisation fitted on ``sample`` inputs.
 
-    ``base_rates`` (task -> mean label) start each tower's output bias at the logit of its
-    task's rate: with rare labels, a tower that starts at 50% spends its first thousand steps
-    unlearning that, and is badly calibrated until it has.
+    ``base_rates`` (task -> mean label; ``"ctr"`` -> the click rate) start each tower's output
+    bias at the logit of its task's rate: with rare labels, a tower that starts at 50% spends
+    its first thousand steps unlearning that, and is badly calibrated until it has.
     """
     keras.utils.set_random_seed(config.seed)
     model = MultiTaskDCN(config)
@@ -237,6 +326,7 @@ def build(config: ModelConfig, sample: dict, base_rates: dict | None = None) -> 
     model({k: v[:2] for k, v in sample.items()})
     for task, rate in (base_rates or {}).items():
         rate = min(max(float(rate), 1e-6), 1 - 1e-6)
-        bias = model.towers[config.tasks.index(task)].layers[-1].bias
+        head = model.ctr_tower if task == "ctr" else model.towers[config.tasks.index(task)]
+        bias = head.layers[-1].bias
         bias.assign([math.log(rate / (1 - rate))])
     return model

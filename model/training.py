@@ -11,14 +11,22 @@ import tensorflow as tf
 from model.dcn import SINGLE_TASK, ModelConfig, MultiTaskDCN, build
 
 
-def dataset(inputs: dict, labels: np.ndarray, task: np.ndarray, batch: int) -> tf.data.Dataset:
-    """Batches of (inputs, {label, task}) in the given order.
+def dataset(
+    inputs: dict,
+    labels: np.ndarray,
+    task: np.ndarray,
+    batch: int,
+    clicked: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Batches of (inputs, {label, task}) in the given order (and ``click``, for impressions).
 
     Each batch is one slice of the whole arrays: ``from_tensor_slices(...).batch()`` would make
     an element of every row and copy them into batches one by one, work that competes with
     training for the same cores (15-25% of the rate on 2 cores; see BENCHMARKS.md).
     """
     targets = {"label": labels.astype(np.float32), "task": task.astype(np.int32)}
+    if clicked is not None:
+        targets["click"] = clicked.astype(np.float32)
     return _sliced(tf.nest.map_structure(tf.constant, (inputs, targets)), batch).prefetch(2)
 
 
@@ -56,25 +64,35 @@ def fit(
     batch: int = 4096,
     model: MultiTaskDCN | None = None,
     validation: tuple[dict, np.ndarray, np.ndarray] | None = None,
+    clicked: np.ndarray | None = None,
 ) -> MultiTaskDCN:
     """Train (a new model, or warm-start ``model``) on shuffled examples; ``hard`` is each
     example's task. A single-task model trains one tower on all of them.
 
     With ``validation`` (inputs, labels, hard), ``epochs`` is a maximum: training stops when the
     validation loss (each tower's log loss on its own task's rows, weighted as in training)
-    stops improving, and the best epoch's weights are kept.
+    stops improving, and the best epoch's weights are kept (a validation split of clicks).
+
+    With ``clicked`` the rows are impressions (1 where clicked; ``labels`` 1 where a click
+    converted) and the model trains as its entire-space weights say (``MultiTaskDCN
+    .impression_loss``).
     """
     task = _task(config, hard)
     if model is None:
+        click = np.ones(labels.size, dtype=bool) if clicked is None else clicked > 0
         rates = {
-            name: labels[task == k].mean()
+            name: labels[(task == k) & click].mean()
             for k, name in enumerate(config.tasks)
-            if (task == k).any()
+            if ((task == k) & click).any()
         }
+        if config.has_ctr and clicked is not None:
+            rates["ctr"] = click.mean()
         model = build(config, inputs, rates)
     order = np.random.default_rng(config.seed).permutation(labels.size)
     shuffled = {k: v[order] for k, v in inputs.items()}
-    data = dataset(shuffled, labels[order], task[order], batch)
+    data = dataset(
+        shuffled, labels[order], task[order], batch, None if clicked is None else clicked[order]
+    )
     if validation is None:
         model.fit(data, epochs=epochs, verbose=0, shuffle=False)
         return model
