@@ -22,16 +22,16 @@ from abtest.experiment import Arm, ArmOutcome
 from abtest.scoring import Scorer
 from model import metrics
 from model.dcn import SINGLE_TASK, ModelConfig
-from model.research import Plan as TrainingPlan
-from model.research import fit_split, validation_split
-from model.research_data import Study, simulated
 from model.tasks import TaskRule
 from model.training import fit
 from rarecvr.units import DAY_MS, HOUR_MS
+from research.data import Study, simulated
+from research.oracle import oracle_figures
+from research.study import Plan as TrainingPlan
+from research.study import fit_split, validation_split
 from simulator import Marketplace, SimConfig
 from simulator.auctions import Funnel
 from simulator.config import AuctionConfig
-from simulator.oracle import oracle_figures
 from simulator.traffic import setup_clicks
 from stabilizer.policy import PolicyParams
 from stabilizer.replay import HourlyCounts, replay

@@ -21,7 +21,7 @@ true probabilities) on the clicks of the same windows, ``ratio_to_offline``,
 ``mtl_vs_single_task_rig_diff`` and ``mtl_vs_single_task_rig_lift`` (over the single-task
 loop's served RIG, divided by its absolute value), ``min_published_hard_rig`` (the lowest
 holdout hard RIG of any published version) and ``logistic_regression_hard_rig`` (hashed
-logistic regression, ``model.research.logistic_regression``, fitted offline like the MTL fit).
+logistic regression, ``research.study.logistic_regression``, fitted offline like the MTL fit).
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ import pyarrow.parquet as pq
 from deploy.kafka import Broker, fetch
 from model import metrics
 from model.dcn import SINGLE_TASK, ModelConfig
-from model.research import logistic_regression
 from model.training import auto_epochs, fit, predict
 from rarecvr.produce import produce
 from rarecvr.schema import FeatureSchema, encode_table
 from rarecvr.topics import ensure_topics
 from rarecvr.units import DAY_MS, HOUR_MS
+from research.study import logistic_regression
 from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, Vocab, clicks_table

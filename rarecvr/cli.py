@@ -22,7 +22,7 @@ STAGE_COMMANDS = {
     "worker": "streams.commands:worker",
     "train": "trainer.commands:train",
     "model": "trainer.commands:model",
-    "research": "model.commands:research",
+    "research": "research.commands:research",
     "abtest": "abtest.commands:abtest",
     "serve": "deploy.serving.commands:serve",
 }

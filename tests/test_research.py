@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.research_data import from_file
 from model.tasks import TaskRule, decayed_cvr_asof, setup_cvr_from
+from research.data import from_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -12,11 +12,11 @@ import pytest
 from scipy import stats
 
 from model import metrics
+from research.oracle import oracle_figures
 from simulator import Faults, Marketplace, SimConfig
 from simulator.config import CATEGORIES
 from simulator.events import event_stream
 from simulator.marketplace import CATEGORY_NAMES
-from simulator.oracle import oracle_figures
 from simulator.tables import write_parquet
 from simulator.traffic import generate
 

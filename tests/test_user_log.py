@@ -23,9 +23,9 @@ import pytest
 
 from deploy.kafka.broker import free_port
 from model.export import read_architecture
-from model.research_data import from_file
 from model.tasks import TaskRule
 from rarecvr.registry import Registry
+from research.data import from_file
 from trainer.loop import TrainerState
 
 FEATURES = ("ip", "device", "os", "channel")

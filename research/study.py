@@ -18,8 +18,8 @@ import numpy as np
 
 from model import metrics
 from model.dcn import SINGLE_TASK, ModelConfig
-from model.research_data import Study
 from model.training import fit, head_for, predict
+from research.data import Study
 
 #: (W_hard, W_soft) pairs of the paper's Table 1, and its RIG lifts over hard-only, in %.
 PAPER_WEIGHT_LIFT = {

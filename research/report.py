@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from model import metrics
-from model.research import (
+from rarecvr.plots import img, plt
+from research.study import (
     PAPER_LAYER_LIFT,
     PAPER_VS_SINGLE,
     PAPER_WEIGHT_LIFT,
@@ -17,7 +18,6 @@ from model.research import (
     pooled,
     pooled_labels,
 )
-from rarecvr.plots import img, plt
 
 
 def rig_by_configuration(findings: Findings, main, reps: int):

@@ -89,11 +89,11 @@ def research(
           --time ts --features device,geo,publisher --alpha 0.01
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from model import report
-    from model.research import Plan, run_study, summarise
-    from model.research_data import from_file, simulated
     from model.tasks import TaskRule
     from model.training import auto_epochs
+    from research import report
+    from research.data import from_file, simulated
+    from research.study import Plan, run_study, summarise
 
     plan = Plan.quick() if quick else Plan()
     plan = replace(plan, seeds=tuple(range(1, (1 if quick else seeds) + 1)))
