@@ -57,6 +57,12 @@ def _csv(value: str | None) -> list[str]:
     "one, the end of the training split picks the epoch (default: auto).",
 )
 @click.option("--quick", is_flag=True, help="A small version that runs in a few minutes.")
+@click.option(
+    "--esmm",
+    is_flag=True,
+    help="Instead: entire-space CVR models (CTR head, ESMM, IPW) against today's multi-task "
+    "model, on simulated impressions (docs/research.md).",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Report directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line of figures last.")
 def research(
@@ -75,6 +81,7 @@ def research(
     seeds,
     epochs,
     quick,
+    esmm,
     out,
     as_json,
 ) -> None:
@@ -188,3 +195,35 @@ def research(
         click.echo(
             json.dumps(summary["json"] | {"configuration": configuration, "report": str(path)})
         )
+
+
+def _esmm(quick: bool, out: Path | None, as_json: bool) -> None:
+    from research import esmm
+
+    plan = esmm.EsmmPlan.quick() if quick else esmm.EsmmPlan()
+    started = time.monotonic()
+    figures = esmm.run(plan, progress=lambda m: click.echo(m, err=True))
+    summary = esmm.summary_json(figures)
+    out = out or Path("reports") / time.strftime("esmm-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "esmm.json").write_text(json.dumps(figures, indent=1))
+    click.echo(
+        f"hard population: {summary['hard_test_clicks']:,} test clicks, "
+        f"{summary['hard_test_conversions']} conversions"
+    )
+    for name, values in figures["variants"].items():
+        click.echo(
+            f"  {name:28s} RIG on clicks {_fmt(values['rig_clicks'])}, "
+            f"entire space {_fmt(values['rig_entire_space'])}"
+        )
+    click.echo(
+        f"  {'oracle':28s} RIG on clicks {_fmt(figures['oracle']['rig_clicks'])}, "
+        f"entire space {_fmt(figures['oracle']['rig_entire_space'])}"
+    )
+    click.echo(f"figures: {out / 'esmm.json'} ({time.monotonic() - started:.0f} s)")
+    if as_json:
+        click.echo(json.dumps(summary | {"quick": quick, "figures": str(out / "esmm.json")}))
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

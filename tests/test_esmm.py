@@ -95,3 +95,28 @@ def test_an_esmm_model_learns_who_clicks_and_serves_the_same_hard_graph(tmp_path
         variables = tf.train.list_variables(str(path / "variables" / "variables"))
         sizes.append(sorted(shape for name_, shape in variables if "VARIABLE_VALUE" in name_))
     assert sizes[0] == sizes[1]
+
+
+def test_the_esmm_study_scores_every_variant_on_clicks_and_on_every_impression():
+    from dataclasses import replace
+
+    from research import esmm
+
+    plan = replace(
+        esmm.EsmmPlan.quick(),
+        train_days=1,
+        test_days=1,
+        requests_per_day=60_000,
+        advertisers=30,
+        hash_buckets=2_000,
+        bootstrap_reps=20,
+    )
+    figures = esmm.run(plan, progress=lambda message: None)
+    assert set(figures["variants"]) == set(esmm.VARIANTS)
+    oracle = figures["oracle"]["rig_entire_space"]
+    for values in figures["variants"].values():
+        assert values["rig_entire_space"] < oracle  # nothing beats the truth against itself
+    summary = esmm.summary_json(figures)
+    low, high = summary["esmm_entire_space_rig_diff_vs_mtl_ci"]
+    assert low <= summary["esmm_entire_space_rig_diff_vs_mtl"] <= high
+    assert summary["hard_test_clicks"] > 0
