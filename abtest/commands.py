@@ -27,11 +27,12 @@ import click
 )
 @click.option(
     "--compare",
-    type=click.Choice(["models", "routing"]),
+    type=click.Choice(["models", "routing", "esmm"]),
     default="models",
     show_default=True,
     help="models: single-task control vs multi-task variant; routing: the multi-task model "
-    "routed by the naive rule (control) vs by the stabilizer (variant).",
+    "routed by the naive rule (control) vs by the stabilizer (variant); esmm: the multi-task "
+    "model on the history's clicks (control) vs ESMM on all its impressions (variant).",
 )
 @click.option(
     "--control-version",

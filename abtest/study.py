@@ -25,6 +25,7 @@ from model.dcn import SINGLE_TASK, ModelConfig
 from model.tasks import TaskRule
 from model.training import fit
 from rarecvr.units import DAY_MS, HOUR_MS
+from research import esmm
 from research.data import Study, simulated
 from research.oracle import oracle_figures
 from research.study import Plan as TrainingPlan
@@ -41,10 +42,16 @@ COMPARISONS = {
     "models": "control: the single-task model on all conversions; variant: the multi-task model",
     "routing": "both the multi-task model; control routed by the naive rule, variant by the "
     "stabilizer (does hysteresis pay online?)",
+    "esmm": "both multi-task and trained on the history's impressions: control on their clicks "
+    "(today's model), variant ESMM on all of them (research/esmm.py)",
 }
 
 #: The models each comparison's arms use.
-MODELS = {"models": ("single-task", "multi-task"), "routing": ("multi-task",)}
+MODELS = {
+    "models": ("single-task", "multi-task"),
+    "routing": ("multi-task",),
+    "esmm": ("multi-task", "esmm"),
+}
 
 
 @dataclass(frozen=True)
@@ -151,26 +158,60 @@ def prepare(
         "multi-task": base,
     }
     scorers, offline = {}, {}
+    if plan.comparison == "esmm":
+        scorers = impression_models(plan, market, funnel, routing, log)
     for name in MODELS[plan.comparison]:
-        config = configs[name]
-        if versions and name in versions:
-            log(f"loading the {name} model from {versions[name]}")
-            scorers[name] = Scorer.of_version(versions[name], name)
-        else:
-            log(f"training the {name} model on {len(study.train):,} history clicks")
-            model = fit(
-                config,
-                *fit_split(study, training),
-                epochs=training.epochs,
-                batch=training.batch,
-                validation=validation_split(study, training),
-            )
-            scorers[name] = Scorer.of_model(model, name)
+        if name not in scorers:
+            scorers[name] = _scorer(name, configs[name], study, training, versions or {}, log)
         offline[name] = offline_figures(scorers[name], study.test)
     test = study.test
     offline["oracle_hard"] = oracle_figures(test.labels[test.hard], test.true_p[test.hard])
     test_start = market.cfg.start_ms + plan.history_days * DAY_MS
     return Prepared(market, funnel, study, routing, scorers, offline, test_start)
+
+
+def _scorer(name, config, study, training, versions, log) -> Scorer:
+    """A registry version's scorer if one was given for ``name``, else a model trained on the
+    study's history clicks."""
+    if name in versions:
+        log(f"loading the {name} model from {versions[name]}")
+        return Scorer.of_version(versions[name], name)
+    log(f"training the {name} model on {len(study.train):,} history clicks")
+    model = fit(
+        config,
+        *fit_split(study, training),
+        epochs=training.epochs,
+        batch=training.batch,
+        validation=validation_split(study, training),
+    )
+    return Scorer.of_model(model, name)
+
+
+def impression_models(plan, market, funnel, routing, log) -> dict[str, Scorer]:
+    """The esmm comparison's two models, both on the history's impressions (routed by the
+    stabilizer at their time): today's multi-task model on their clicks, ESMM on all."""
+    hard = routing.at("stabilizer")
+
+    def task(setup: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+        hours = (ts_ms - market.cfg.start_ms) // HOUR_MS
+        out = np.zeros(setup.size, dtype=bool)
+        for hour in np.unique(hours):
+            rows = hours == hour
+            out[rows] = hard(int(market.cfg.start_ms + hour * HOUR_MS))[setup[rows]]
+        return out
+
+    _, history = esmm.impression_set(
+        funnel, market.cfg.start_ms, plan.history_days, plan.sim_seed, task
+    )
+    log(
+        f"training on {history.clicked.size:,} history impressions "
+        f"({int(history.clicked.sum()):,} clicks)"
+    )
+    training = esmm.EsmmPlan(hash_buckets=plan.hash_buckets)
+    return {
+        "multi-task": Scorer.of_model(esmm.train(training, "MTL", history), "multi-task"),
+        "esmm": Scorer.of_model(esmm.train(training, "ESMM", history), "esmm"),
+    }
 
 
 def offline_figures(scorer: Scorer, test) -> dict:
@@ -211,6 +252,9 @@ def arms(prepared: Prepared, comparison: str, aa: bool = False) -> tuple[Arm, Ar
     if comparison == "models":
         control = Arm("control", prepared.scorers["single-task"], stabilizer)
         variant = Arm("variant", prepared.scorers["multi-task"], stabilizer)
+    elif comparison == "esmm":
+        control = Arm("control", prepared.scorers["multi-task"], stabilizer)
+        variant = Arm("variant", prepared.scorers["esmm"], stabilizer)
     elif comparison == "routing":
         mtl = prepared.scorers["multi-task"]
         control = Arm("control", mtl, prepared.routing.at("naive"))

@@ -86,26 +86,38 @@ def prepare(plan: EsmmPlan) -> tuple[ImpressionSet, ImpressionSet]:
     days = plan.train_days + plan.test_days
     market = Marketplace(SimConfig(seed=plan.seed, advertisers=plan.advertisers, days=days))
     funnel = Funnel(market, AuctionConfig(requests_per_day=plan.requests_per_day))
-    vocab = Vocab(market)
-    chunks = list(impressions(funnel, market.cfg.start_ms, days, plan.seed))
+    ts, everything = impression_set(funnel, market.cfg.start_ms, days, plan.seed, market.is_hard)
+    cut = int(np.searchsorted(ts, market.cfg.start_ms + plan.train_days * DAY_MS))
+    return everything.part(slice(0, cut)), everything.part(slice(cut, None))
+
+
+def impression_set(
+    funnel: Funnel,
+    start_ms: int,
+    days: float,
+    seed: int,
+    hard: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, ImpressionSet]:
+    """The impressions of ``days`` from ``start_ms`` in time order, as model inputs, with each
+    row's task ``hard(setup, ts_ms)``; and their times."""
+    chunks = list(impressions(funnel, start_ms, days, seed))
 
     def column(get) -> np.ndarray:
         return np.concatenate([get(c) for c in chunks])
 
     ts = column(lambda c: c.ts_ms)
     features = {k: column(lambda c, k=k: c.features[k]) for k in chunks[0].features}
-    everything = ImpressionSet(
-        vocab.model_inputs(features),
+    return ts, ImpressionSet(
+        Vocab(funnel.market).model_inputs(features),
         column(lambda c: c.clicked),
         column(lambda c: c.converted),
         column(lambda c: c.true_cvr),
-        market.is_hard(features["setup"], ts),
+        hard(features["setup"], ts),
     )
-    cut = int(np.searchsorted(ts, market.cfg.start_ms + plan.train_days * DAY_MS))
-    return everything.part(slice(0, cut)), everything.part(slice(cut, None))
 
 
 def train(plan: EsmmPlan, name: str, train_set: ImpressionSet, seed: int = 1):
+    """Variant ``name`` fitted on ``train_set`` (its clicks, for a model without a CTR tower)."""
     config = replace(
         ModelConfig(SCHEMA, hash_buckets=plan.hash_buckets, seed=seed), **VARIANTS[name]
     )

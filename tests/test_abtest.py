@@ -207,3 +207,15 @@ def test_the_routing_comparison_runs_one_model_routed_by_the_naive_rule_and_the_
     assert np.array_equal(variant.hard(t_ms), prepared.routing.policy[:, hour] == 1)
     aa_control, aa_variant = study.arms(prepared, "routing", aa=True)
     assert aa_variant.hard is aa_control.hard and aa_variant.scorer is aa_control.scorer
+
+
+def test_the_esmm_comparison_trains_both_arms_on_the_history_impressions(small):
+    plan, _ = small
+    plan = replace(plan, comparison="esmm", aa_seeds=0)
+    prepared = study.prepare(plan, log=lambda message: None)
+    control, variant = study.arms(prepared, "esmm")
+    assert control.scorer is prepared.scorers["multi-task"]
+    assert variant.scorer is prepared.scorers["esmm"]
+    assert set(prepared.offline) == {"multi-task", "esmm", "oracle_hard"}
+    runs = study.run_all(plan, prepared)
+    assert study.summarise(plan, prepared, runs)["comparison"] == "esmm"
