@@ -94,8 +94,12 @@ def research(
     Your own log:
       rarecvr research --data log.csv --label converted --setup advertiser,event \\
           --time ts --features device,geo,publisher --alpha 0.01
+    Entire-space models (CTR head, ESMM, IPW) on simulated impressions:
+      rarecvr research --esmm --quick --json
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if esmm:
+        return _esmm(quick, out, as_json)
     from model.tasks import TaskRule
     from model.training import auto_epochs
     from research import report

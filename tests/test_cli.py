@@ -21,3 +21,15 @@ def test_abtest_help_names_its_kpis_and_options():
     result = CliRunner().invoke(main, ["abtest", "--help"])
     for words in ("--quick", "--days", "--seeds", "--json", "CPA", "A/A", "--variant-version"):
         assert words in result.output
+
+
+def test_research_esmm_runs_the_entire_space_study_instead_of_the_tables(monkeypatch):
+    from research import commands
+
+    called = {}
+    monkeypatch.setattr(
+        commands, "_esmm", lambda quick, out, as_json: called.update(quick=quick, json=as_json)
+    )
+    result = CliRunner().invoke(main, ["research", "--esmm", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    assert called == {"quick": True, "json": True}
