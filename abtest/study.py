@@ -119,6 +119,16 @@ class Routing:
 
         return hard
 
+    def of_rows(self, setup: np.ndarray, ts_ms: np.ndarray, rule: str) -> np.ndarray:
+        """Each row's task under ``rule`` at its time: its setup's at the end of the hour before."""
+        hard = self.at(rule)
+        hours = (ts_ms - self.start_ms) // HOUR_MS
+        out = np.zeros(setup.size, dtype=bool)
+        for hour in np.unique(hours):
+            rows = hours == hour
+            out[rows] = hard(int(self.start_ms + hour * HOUR_MS))[setup[rows]]
+        return out
+
 
 @dataclass
 class Prepared:
@@ -149,7 +159,7 @@ def prepare(
     study = routed(
         simulated(market, TaskRule(alpha=market.cfg.alpha), plan.test_days / plan.days),
         market,
-        routing.at("stabilizer"),
+        routing,
     )
     training = TrainingPlan(epochs=plan.epochs, hash_buckets=plan.hash_buckets)
     base = ModelConfig(study.spec, hash_buckets=plan.hash_buckets, shared_layers=2)
@@ -190,15 +200,9 @@ def _scorer(name, config, study, training, versions, log) -> Scorer:
 def impression_models(plan, market, funnel, routing, log) -> dict[str, Scorer]:
     """The esmm comparison's two models, both on the history's impressions (routed by the
     stabilizer at their time): today's multi-task model on their clicks, ESMM on all."""
-    hard = routing.at("stabilizer")
 
     def task(setup: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
-        hours = (ts_ms - market.cfg.start_ms) // HOUR_MS
-        out = np.zeros(setup.size, dtype=bool)
-        for hour in np.unique(hours):
-            rows = hours == hour
-            out[rows] = hard(int(market.cfg.start_ms + hour * HOUR_MS))[setup[rows]]
-        return out
+        return routing.of_rows(setup, ts_ms, "stabilizer")
 
     _, history = esmm.impression_set(
         funnel, market.cfg.start_ms, plan.history_days, plan.sim_seed, task
@@ -227,16 +231,13 @@ def offline_figures(scorer: Scorer, test) -> dict:
     return out
 
 
-def routed(study: Study, market: Marketplace, hard: Callable[[int], np.ndarray]) -> Study:
+def routed(study: Study, market: Marketplace, routing: Routing) -> Study:
     """The study with each click's task as the live trainer takes it: the stabilizer's
     assignment of its setup when it was clicked (not the offline rule's)."""
-    setup = np.concatenate([s for s, _, _ in setup_clicks(market)])
-    ts_ms = np.concatenate([t for _, t, _ in setup_clicks(market)])
-    hours = (ts_ms - market.cfg.start_ms) // HOUR_MS
-    task = np.zeros(setup.size, dtype=bool)
-    for hour in np.unique(hours):
-        rows = np.flatnonzero(hours == hour)
-        task[rows] = hard(int(market.cfg.start_ms + hour * HOUR_MS))[setup[rows]]
+    chunks = [(setup, ts_ms) for setup, ts_ms, _ in setup_clicks(market)]
+    setup = np.concatenate([setup for setup, _ in chunks])
+    ts_ms = np.concatenate([ts_ms for _, ts_ms in chunks])
+    task = routing.of_rows(setup, ts_ms, "stabilizer")
     cut = len(study.train)
     return replace(
         study,
