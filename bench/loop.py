@@ -42,6 +42,7 @@ from deploy.kafka import Broker, fetch
 from model import metrics
 from model.dcn import SINGLE_TASK, ModelConfig
 from model.training import auto_epochs, fit, predict
+from rarecvr.logfile import HistoryLog
 from rarecvr.produce import produce
 from rarecvr.schema import FeatureSchema, encode_table
 from rarecvr.topics import ensure_topics
@@ -51,7 +52,6 @@ from simulator import Marketplace, SimConfig
 from simulator.labels import labeled_examples, true_assignments
 from simulator.tables import CATEGORICAL_FEATURES, NUMERIC_FEATURES, Vocab, clicks_table
 from simulator.traffic import generate
-from trainer.history import HistoryLog
 from trainer.loop import Trainer, TrainerConfig
 
 

@@ -6,8 +6,9 @@ as in production: ``rarecvr worker`` (streams and stabilizer), ``rarecvr train``
 (``--speed``) and a load generator scores batches of candidates against the replica. Before the
 live traffic, the trainer fits version 1 on a simulated history (``--history-days`` of the same
 marketplace, written as a Parquet click log and given to ``rarecvr train --history``), as a
-model is trained on past logs before it goes online. A live
-table shows events in, labels out, hard/soft setups, model versions, the replica's version and
+model is trained on past logs before it goes online, and the worker seeds each setup's CVR
+from the same log (``rarecvr worker --history``), so setups are hard or soft from the start. A
+live table shows events in, labels out, hard/soft setups, model versions, the replica's version and
 its latency. At the end (``--minutes``, or Ctrl-C) every process is stopped cleanly and an HTML
 report with plots is written. Run it again to resume from the stored state and registry;
 ``--fresh`` starts over.
@@ -183,6 +184,7 @@ def run(home: Path, bootstrap: str, minutes, speed, clicks, window_hours, histor
         "1",
         "--dwell-hours",
         "6",
+        *(["--history", str(history)] if history else []),
     )
     stack.start(
         "trainer",

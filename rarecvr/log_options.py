@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import click
 
-from rarecvr.logfile import UNIT_CHOICES
+from rarecvr.logfile import UNIT_CHOICES, HistoryLog
 
 
 def feature_kinds(command):
@@ -32,3 +35,91 @@ def time_unit(command):
         help="Unit of numeric time columns since the Unix epoch (auto: by size; times can "
         "also be ISO-8601 or datetime strings).",
     )(command)
+
+
+def history(purpose: str):
+    """``--history`` (a log of past clicks, used ``purpose``) and ``--history-*``, which of its
+    columns say what; the command gets them as one ``history``: a ``HistoryLog``, or None."""
+    options = [
+        click.option(
+            "--history",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            envvar="RARECVR_HISTORY",
+            help="A log of past clicks (CSV(.gz) or Parquet, one row per click, as "
+            f"`rarecvr replay` reads) {purpose}.",
+        ),
+        click.option(
+            "--history-click-time",
+            default="ts_ms",
+            show_default=True,
+            help="History: the click time column.",
+        ),
+        click.option(
+            "--history-conversion-time",
+            default="conversion_ts_ms",
+            show_default=True,
+            help="History: the conversion time column (empty: no conversion).",
+        ),
+        click.option(
+            "--history-setup",
+            default="setup_id",
+            show_default=True,
+            help="History: the conversion setup column(s), comma-separated, as given to "
+            "rarecvr replay.",
+        ),
+        click.option(
+            "--history-advertiser",
+            help="History: the advertiser column (default: advertiser_id if the log has one, "
+            "else the setup), as given to rarecvr replay.",
+        ),
+        click.option(
+            "--history-unit",
+            type=click.Choice(UNIT_CHOICES),
+            default="auto",
+            show_default=True,
+            help="History: unit of numeric time columns since the Unix epoch (auto: by size).",
+        ),
+    ]
+
+    def decorate(command):
+        @functools.wraps(command)
+        def with_log(*args, history, **kwargs):
+            columns = {name: kwargs.pop(name) for name in list(kwargs) if name in HISTORY_COLUMNS}
+            return command(*args, history=history_log(history, **columns), **kwargs)
+
+        for option in reversed(options):
+            with_log = option(with_log)
+        return with_log
+
+    return decorate
+
+
+HISTORY_COLUMNS = (
+    "history_click_time",
+    "history_conversion_time",
+    "history_setup",
+    "history_advertiser",
+    "history_unit",
+)
+
+
+def history_log(
+    history: Path | None,
+    history_click_time: str,
+    history_conversion_time: str,
+    history_setup: str,
+    history_advertiser: str | None,
+    history_unit: str,
+) -> HistoryLog | None:
+    """The log the ``--history`` options name; None without ``--history``."""
+    if history is None:
+        return None
+    setup = tuple(c.strip() for c in history_setup.split(",") if c.strip())
+    return HistoryLog(
+        history,
+        history_click_time,
+        history_conversion_time,
+        setup,
+        history_unit,
+        history_advertiser,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,15 @@ def advertiser_ids(table: pa.Table, column: str | None, setups: pa.Array) -> pa.
     """Each row's advertiser: ``column``, else an ``advertiser_id`` column, else its setup."""
     column = column or ("advertiser_id" if "advertiser_id" in table.column_names else None)
     return pc.cast(table[column], pa.string()).combine_chunks() if column else setups
+
+
+@dataclass(frozen=True)
+class HistoryLog:
+    """Where a log of past clicks is and which of its columns say what."""
+
+    path: Path
+    click_time: str = "ts_ms"
+    conversion_time: str = "conversion_ts_ms"
+    setup: tuple[str, ...] = ("setup_id",)  #: joined as ``rarecvr replay`` joins them
+    unit: str = "auto"
+    advertiser: str | None = None  #: see ``rarecvr.logfile.advertiser_ids``

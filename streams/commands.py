@@ -92,6 +92,11 @@ POLICY = PolicyParams()
     help="Events per agent step: a step writes each table key and sends each "
     "setup's CVR deltas once. Larger is faster, holds the loop longer.",
 )
+@log_options.history(
+    "to start each setup's CVR (and so its task) from, before the live stream: sent to "
+    "rarecvr.cvr-deltas as the worker starts (again on a restart; the count agent skips what it "
+    "has applied)"
+)
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(
     bootstrap,
@@ -106,6 +111,7 @@ def worker(
     dwell_hours,
     tag_noise,
     step_events,
+    history,
     loglevel,
 ) -> None:
     """Run a stream worker: attribution, labels, decayed CVR per setup and the stabilizer's
@@ -114,10 +120,15 @@ def worker(
     Start more workers with the same bootstrap (and their own --data-dir and --web-port) to
     share the partitions. SIGTERM or Ctrl-C stops cleanly; after a SIGKILL the worker restores
     its tables from their changelogs and resumes from its committed offsets.
+
+    With --history (the log the trainer's --history reads), each setup's CVR starts from its
+    past clicks, so the stabilizer judges it on its own evidence from the first minute rather
+    than on its peers' prior (see streams/seed.py).
     """
     from faust import Worker
 
     from stabilizer.agent import attach
+    from streams import seed
     from streams.attribution import DAY_MS, Rules
     from streams.cvr import CvrParams
     from streams.worker import (
@@ -162,6 +173,12 @@ def worker(
     )
     attach(app, policy, cfg.cvr)
     create_changelogs(app, address)
+    if history is not None:
+        try:
+            records, setups = seed.send(address, history, cfg.cvr)
+        except (KeyError, ValueError) as exc:
+            raise click.ClickException(str(exc).strip("'\"")) from None
+        click.echo(f"history: {setups} setups' CVR sent as {records} records of CVR deltas")
     code = 1
     try:
         runner = Worker(app, loglevel=loglevel, quiet=True)

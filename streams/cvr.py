@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import orjson
+
 from rarecvr.units import MINUTE_MS
 from streams import decay
 
@@ -49,6 +51,16 @@ def empty() -> dict:
     }
 
 
+#: Fields a delta may leave out, and their values then: ``n`` clicks at the same time (a
+#: history's clicks of one bucket, ``streams.seed``), one by default.
+OPTIONAL = {"delay_ms": 0, "n": 1}
+
+
+def message(setup_id: str, entries: list[dict]) -> bytes:
+    """A setup's CVR deltas, in order, as one record of ``rarecvr.cvr-deltas``."""
+    return orjson.dumps({"v": 2, "setup_id": setup_id, "deltas": entries})
+
+
 def check(delta) -> None:
     """ValueError unless ``delta`` is one that ``apply`` can take.
 
@@ -62,15 +74,17 @@ def check(delta) -> None:
         raise ValueError(f"a CVR delta is an object, got {delta!r:.80}")
     if delta.get("kind") not in ("click", "conversion"):
         raise ValueError(f"a CVR delta needs kind click or conversion, got {delta.get('kind')!r}")
-    wanted = {"ts_ms": int, "offset": int, "source": str, "delay_ms": int}
+    wanted = {"ts_ms": int, "offset": int, "source": str, "delay_ms": int, "n": int}
     for name, kind in wanted.items():
-        value = delta.get(name, 0) if name == "delay_ms" else delta.get(name)
+        value = delta.get(name, OPTIONAL[name]) if name in OPTIONAL else delta.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"a CVR delta needs {name} as {kind.__name__}, got {value!r}")
+    if delta.get("n", 1) < 1:
+        raise ValueError(f"a CVR delta's n counts clicks, at least 1; got {delta['n']!r}")
 
 
 def apply(state: dict | None, delta: dict, params: CvrParams) -> tuple[dict, bool]:
-    """Apply one delta ``{kind, ts_ms, delay_ms, source, offset}``; returns (state, applied)."""
+    """Apply one delta ``{kind, ts_ms, delay_ms, n, source, offset}``; returns (state, applied)."""
     state = state if state is not None else empty()
     source, offset = delta["source"], delta["offset"]
     if offset <= state["applied"].get(source, -1):
@@ -80,9 +94,10 @@ def apply(state: dict | None, delta: dict, params: CvrParams) -> tuple[dict, boo
     if delta.get("group"):
         state["group"] = delta["group"]
     if delta["kind"] == "click":
-        state["clicks"] = list(decay.add(tuple(state["clicks"]), ts, 1.0, params.half_life_ms))
+        n = delta.get("n", 1)
+        state["clicks"] = list(decay.add(tuple(state["clicks"]), ts, n, params.half_life_ms))
         bucket = str(ts - ts % params.bucket_ms)
-        state["recent"][bucket] = state["recent"].get(bucket, 0) + 1
+        state["recent"][bucket] = state["recent"].get(bucket, 0) + n
         latest = max(int(b) for b in state["recent"])
         horizon = latest - params.window_ms - params.bucket_ms
         state["recent"] = {b: n for b, n in state["recent"].items() if int(b) >= horizon}

@@ -147,11 +147,6 @@ def delta_entry(effect: CvrDelta, source: str, offset: int) -> dict:
     }
 
 
-def delta_message(setup_id: str, entries: list[dict]) -> bytes:
-    """A setup's CVR deltas of one step, in order, as sent to ``rarecvr.cvr-deltas``."""
-    return orjson.dumps({"v": 2, "setup_id": setup_id, "deltas": entries})
-
-
 class Partitions:
     """Per source partition: the watermark, a heap of (deadline, click id) to expire, and the
     closed states kept until their records are committed (``attribution.forgettable``)."""
@@ -251,7 +246,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             for label, n in Counter(example["label"] for example in examples).items():
                 metrics.LABELS.labels(str(label)).inc(n)
         for setup_id, entries in step.deltas.items():
-            deltas.send_soon(key=setup_id.encode(), value=delta_message(setup_id, entries))
+            deltas.send_soon(key=setup_id.encode(), value=cvr.message(setup_id, entries))
 
     async def committed_offsets() -> dict[TP, int]:
         """The group's committed offsets, asked of the broker. (The consumer's own record of

@@ -131,8 +131,11 @@ def dead_letters(bootstrap: str) -> list[dict]:
     return [json.loads(r.value) for r in read_topic(bootstrap, DEAD_LETTERS)]
 
 
-def batch_truth(bootstrap: str) -> tuple[dict[str, int], dict[str, dict]]:
-    """Labels and per-setup decayed sums recomputed from the event log on the topics."""
+def batch_truth(
+    bootstrap: str, history: dict[str, dict] | None = None
+) -> tuple[dict[str, int], dict[str, dict]]:
+    """Labels and per-setup decayed sums recomputed from the event log on the topics, the sums
+    with ``history``'s click and conversion times (per setup) added."""
     clicks, conversions = {}, {}
     latest = defaultdict(lambda: {"clicks": -1, "conversions": -1})
     for topic, store in ((CLICKS, clicks), (CONVERSIONS, conversions)):
@@ -151,6 +154,9 @@ def batch_truth(bootstrap: str) -> tuple[dict[str, int], dict[str, dict]]:
             latest[record.partition][kind] = max(latest[record.partition][kind], event["ts_ms"])
     watermark = {p: min(v.values()) - LATENESS_MS for p, v in latest.items()}
     labels, sums = {}, defaultdict(lambda: {"clicks": [], "conversions": []})
+    for setup, times in (history or {}).items():
+        sums[setup]["clicks"].extend(times["clicks"])
+        sums[setup]["conversions"].extend(times["conversions"])
     for cid, (click, partition) in clicks.items():
         sums[click["setup_id"]]["clicks"].append(click["ts_ms"])
         conversion = conversions.get(cid)

@@ -24,6 +24,7 @@ from model.dcn import ModelConfig, build
 from model.export import SOFT, load
 from model.training import predict
 from rarecvr.contracts import TaskAssignment
+from rarecvr.logfile import HistoryLog
 from rarecvr.produce import produce
 from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema, encode_records
@@ -37,7 +38,6 @@ from simulator.traffic import generate
 from stabilizer.view import AssignmentView
 from trainer.examples import Examples
 from trainer.gate import judge, score
-from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.loop import Trainer, TrainerConfig, TrainerState
 from trainer.window_run import WindowRun

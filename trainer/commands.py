@@ -9,8 +9,7 @@ from pathlib import Path
 
 import click
 
-from rarecvr import kafka_auth, settings
-from rarecvr.logfile import UNIT_CHOICES
+from rarecvr import kafka_auth, log_options, settings
 
 
 def registry_option(f):
@@ -100,43 +99,8 @@ def registry_path(registry: Path | None) -> Path:
     help="Prometheus /metrics port (0: none).",
 )
 @click.option("--max-windows", type=int, help="Stop after this many windows.")
-@click.option(
-    "--history",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="RARECVR_HISTORY",
-    help="A log of past clicks (CSV(.gz) or Parquet, one row per click, as "
-    "`rarecvr replay` reads) to fit the first version on before the first live "
-    "window. Ignored once the trainer has a model.",
-)
-@click.option(
-    "--history-click-time",
-    default="ts_ms",
-    show_default=True,
-    help="History: the click time column.",
-)
-@click.option(
-    "--history-conversion-time",
-    default="conversion_ts_ms",
-    show_default=True,
-    help="History: the conversion time column (empty: no conversion).",
-)
-@click.option(
-    "--history-setup",
-    default="setup_id",
-    show_default=True,
-    help="History: the conversion setup column(s), comma-separated, as given to rarecvr replay.",
-)
-@click.option(
-    "--history-advertiser",
-    help="History: the advertiser column (default: advertiser_id if the log has one, "
-    "else the setup), as given to rarecvr replay.",
-)
-@click.option(
-    "--history-unit",
-    type=click.Choice(UNIT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="History: unit of numeric time columns since the Unix epoch (auto: by size).",
+@log_options.history(
+    "to fit the first version on before the first live window; ignored once the trainer has a model"
 )
 @click.option(
     "--schema",
@@ -176,11 +140,6 @@ def train(
     metrics_port,
     max_windows,
     history,
-    history_click_time,
-    history_conversion_time,
-    history_setup,
-    history_advertiser,
-    history_unit,
     alpha,
     schema_file,
     schema_wait,
@@ -202,7 +161,7 @@ def train(
     from rarecvr.schema_topic import latest_schema
     from trainer.features import NoSchema, choose
     from trainer.gate import GateParams
-    from trainer.history import HistoryLog, stream_rule
+    from trainer.history import stream_rule
     from trainer.loop import Trainer, TrainerConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -239,17 +198,8 @@ def train(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stop_event.set())
     if history is not None:
-        setup = tuple(c.strip() for c in history_setup.split(",") if c.strip())
-        log_file = HistoryLog(
-            history,
-            history_click_time,
-            history_conversion_time,
-            setup,
-            history_unit,
-            history_advertiser,
-        )
         try:
-            entry = trainer.bootstrap(log_file, stream_rule(alpha))
+            entry = trainer.bootstrap(history, stream_rule(alpha))
         except (KeyError, ValueError) as exc:
             raise click.ClickException(str(exc).strip("'\"")) from None
         click.echo(_history_line(entry))

@@ -14,7 +14,6 @@ up to ``epochs`` passes, the pass picked on the end of the training part.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -22,21 +21,9 @@ import pyarrow.compute as pc
 from model.dcn import ModelConfig
 from model.tasks import TaskRule, decayed_cvr_asof
 from model.training import auto_epochs, fit
-from rarecvr.logfile import advertiser_ids, millis, read_table, setup_ids
+from rarecvr.logfile import HistoryLog, advertiser_ids, millis, read_table, setup_ids
 from rarecvr.schema import TOP_LEVEL, encode_table
 from rarecvr.units import DAY_MS
-
-
-@dataclass(frozen=True)
-class HistoryLog:
-    """Where a log of past clicks is and which of its columns say what."""
-
-    path: Path
-    click_time: str = "ts_ms"
-    conversion_time: str = "conversion_ts_ms"
-    setup: tuple[str, ...] = ("setup_id",)  #: joined as ``rarecvr replay`` joins them
-    unit: str = "auto"
-    advertiser: str | None = None  #: see ``rarecvr.logfile.advertiser_ids``
 
 
 def stream_rule(alpha: float = 0.01) -> TaskRule:

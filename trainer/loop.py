@@ -46,6 +46,7 @@ from model.training import predict_tasks
 from rarecvr import kafka_auth
 from rarecvr.contracts import DeadLetter, encode
 from rarecvr.files import atomic_write
+from rarecvr.logfile import HistoryLog
 from rarecvr.registry import Registry
 from rarecvr.schema import FeatureSchema
 from rarecvr.topics import DEAD_LETTERS, LABELED_EXAMPLES, MODEL_UPDATES
@@ -57,7 +58,6 @@ from trainer.examples import Examples, parse
 from trainer.features import drift_message
 from trainer.feed import ExampleFeed
 from trainer.gate import GateParams, implausible, judge, score_hard, vs_constant, vs_serving
-from trainer.history import HistoryLog
 from trainer.holdout import Holdout
 from trainer.window_run import WindowRun
 from trainer.windows import QuietPartitions, WindowAssembler
