@@ -171,6 +171,8 @@ class DeadLetter(Event):
     topic: Id
     partition: Annotated[int, Field(ge=0)]
     offset: Annotated[int, Field(ge=0)]
+    #: The event's line in its record (0 for a record of one event).
+    line: Annotated[int, Field(ge=0)] = 0
     reason: Annotated[str, Field(min_length=1)]
     detail: str
     raw_b64: str

@@ -1,4 +1,4 @@
-"""Command-line options shared by every command that reads a user's log."""
+"""Command-line options shared by the commands that read a user's log or send events."""
 
 from __future__ import annotations
 
@@ -123,3 +123,18 @@ def history_log(
         history_unit,
         history_advertiser,
     )
+
+
+def events_per_record(command):
+    """``--events-per-record``: how many events of a topic partition one Kafka record holds."""
+    from rarecvr.produce import BATCH_EVENTS
+
+    return click.option(
+        "--events-per-record",
+        type=click.IntRange(min=1),
+        default=BATCH_EVENTS,
+        show_default=True,
+        envvar="RARECVR_EVENTS_PER_RECORD",
+        help="Clicks and conversions per Kafka record, one JSON object a line (a record waits "
+        "at most 0.1 s to fill); 1: one event a record, as any Kafka client sends them.",
+    )(command)

@@ -8,6 +8,7 @@ setup, which any process can rebuild by reading it from the start.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -40,12 +41,20 @@ class Topic:
 #: Partitions of the event topics. Add partitions (and Faust workers) to scale out.
 EVENT_PARTITIONS = 4
 
-CLICKS = Topic("clicks", EVENT_PARTITIONS, contracts.Click, doc="Click events, keyed by click id.")
+CLICKS = Topic(
+    "clicks",
+    EVENT_PARTITIONS,
+    contracts.Click,
+    doc="Click events, keyed by click id; a record holds one event or many, one a line, all of "
+    "the partition their click ids give.",
+    batched=True,
+)
 CONVERSIONS = Topic(
     "conversions",
     EVENT_PARTITIONS,
     contracts.Conversion,
-    doc="Conversion events, keyed by their click id.",
+    doc="Conversion events, keyed by their click id; one or many a record, as clicks.",
+    batched=True,
 )
 LABELED_EXAMPLES = Topic(
     "labeled-examples",
@@ -134,6 +143,20 @@ def create_missing(bootstrap: str, topics: list[NewTopic]) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` as Faust's producer (aiokafka's default partitioner, murmur2 as
+    Java's) chooses it: records sent with an explicit partition land beside those sent by key."""
+    every = list(range(partitions))
+    return _partitioner()(key, every, every)
+
+
+@functools.cache
+def _partitioner():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return DefaultPartitioner()
 
 
 def by_name(name: str) -> Topic:

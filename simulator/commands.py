@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from rarecvr import log_options
 from simulator.config import Faults, SimConfig
 
 
@@ -66,6 +67,7 @@ def progress_bar() -> Progress:
 @click.option("--out-of-order", type=float, default=0.0, help="Share sent minutes late.")
 @click.option("--late", type=float, default=0.0, help="Share sent hours late.")
 @click.option("--malformed", type=float, default=0.0, help="Share of extra malformed records.")
+@log_options.events_per_record
 def simulate(
     sink,
     out,
@@ -80,6 +82,7 @@ def simulate(
     out_of_order,
     late,
     malformed,
+    events_per_record,
 ) -> None:
     """Simulate an ad marketplace with known true conversion probabilities.
 
@@ -134,7 +137,9 @@ def simulate(
                     elapsed = time.monotonic() - started
                     bar.update(task, completed=seen, rate=f"{seen / elapsed:,.0f}/s")
 
-            counts = produce(address, event_stream(market), speed=speed, progress=tick)
+            counts = produce(
+                address, event_stream(market), speed=speed, progress=tick, batch=events_per_record
+            )
             bar.update(task, completed=seen)
             parts = ", ".join(
                 f"{n} {topic.removeprefix('rarecvr.')}{'' if fault is None else f' ({fault})'}"

@@ -193,7 +193,7 @@ def apply_event(
     state: dict | None, kind: str, event: dict, source: list, rules: Rules
 ) -> tuple[dict, list, bool]:
     """Apply a click (``kind='clicks'``) or conversion event read at ``source`` = [topic kind,
-    partition, offset]; returns (state, effects, replayed).
+    partition, offset, line in the record]; returns (state, effects, replayed).
 
     The state remembers the source of each transition. The same record read again (a replay
     after a crash) changes nothing but re-emits the outputs that record caused, since they may

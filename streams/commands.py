@@ -229,6 +229,7 @@ def worker(
     help="The worker's attribution window: a log shorter than it is warned about.",
 )
 @click.option("--speed", type=float, help="Compress event time by this factor.")
+@log_options.events_per_record
 @click.option("--bootstrap", envvar="RARECVR_BOOTSTRAP", help="Kafka bootstrap address.")
 def replay(
     data,
@@ -243,6 +244,7 @@ def replay(
     unit,
     window_days,
     speed,
+    events_per_record,
     bootstrap,
 ) -> None:
     """Send a click log to the clicks and conversions topics, in event-time order, after its
@@ -292,6 +294,6 @@ def replay(
     if warning:
         click.echo(f"warning: {warning}", err=True)
     publish_schema(address, schema, str(data))
-    counts = produce(address, records, speed=speed)
+    counts = produce(address, records, speed=speed, batch=events_per_record)
     sent = ", ".join(f"{n} to {topic}" for (topic, _), n in sorted(counts.items()))
     click.echo(f"replayed {data}: {sent}")

@@ -110,18 +110,13 @@ def _groups(table: pa.Table, setups: np.ndarray) -> dict[str, str]:
 
 def send(bootstrap: str, log: HistoryLog, params: cvr.CvrParams) -> tuple[int, int]:
     """Send the log's deltas to ``rarecvr.cvr-deltas``; return (records, setups)."""
-    from aiokafka.partitioner import DefaultPartitioner
     from kafka import KafkaProducer
 
     from rarecvr import kafka_auth
-    from rarecvr.topics import CVR_DELTAS
+    from rarecvr.topics import CVR_DELTAS, partition_of
 
     table = read_table(log.path)
     producer = KafkaProducer(**kafka_auth.kafka_python(bootstrap), linger_ms=20, acks="all")
-    # The partition Faust's producer (aiokafka's partitioner) gives the live deltas of a setup:
-    # the setup's CVR state lives in that partition's table.
-    partition = DefaultPartitioner()
-    all_partitions = list(range(CVR_DELTAS.partitions))
     records, setups = 0, set()
     try:
         for setup, entries in deltas(table, log, params.bucket_ms, params.window_ms):
@@ -130,7 +125,8 @@ def send(bootstrap: str, log: HistoryLog, params: cvr.CvrParams) -> tuple[int, i
                 CVR_DELTAS.name,
                 key=key,
                 value=cvr.message(setup, entries),
-                partition=partition(key, all_partitions, all_partitions),
+                # the partition of the setup's live deltas, where its CVR state lives
+                partition=partition_of(key, CVR_DELTAS.partitions),
             )
             records += 1
             setups.add(setup)

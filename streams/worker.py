@@ -46,6 +46,7 @@ from rarecvr.contracts import (
     decode,
     encode,
     join_lines,
+    split_lines,
 )
 from rarecvr.topics import (
     CLICKS,
@@ -135,8 +136,23 @@ def mark_clean(data_dir: Path) -> None:
     (data_dir / CLEAN_MARK).write_text("the worker stopped cleanly; its tables are current\n")
 
 
+#: Lines a record may hold, for the CVR deltas' offsets (``delta_offset``).
+LINES_PER_RECORD = 1 << 20
+
+
+def delta_offset(source: list) -> int:
+    """What orders the CVR deltas of one source partition: the record's offset, then the
+    event's line in it.
+
+    >>> delta_offset(["clicks", 0, 7, 0]) < delta_offset(["clicks", 0, 7, 3]) < delta_offset(
+    ...     ["clicks", 0, 8, 0])
+    True
+    """
+    return source[2] * LINES_PER_RECORD + source[3]
+
+
 def delta_entry(effect: CvrDelta, source: str, offset: int) -> dict:
-    """One CVR delta; ``source`` and ``offset`` (of the record that caused it) make it unique."""
+    """One CVR delta; ``source`` and ``offset`` (of the event that caused it) make it unique."""
     return {
         "kind": effect.kind,
         "ts_ms": effect.ts_ms,
@@ -212,15 +228,17 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     async def on_recovered():
         parts.stale = True  # rebuild the index from the tables as recovered
 
-    def collect(step: Step, effects: list, kind: str, partition: int, offset: int) -> None:
-        """Hold an event's effects in the step: labels and CVR deltas to send, counts."""
+    def collect(step: Step, effects: list, source: list) -> None:
+        """Hold the effects of the event read at ``source`` in the step: labels and CVR deltas
+        to send, counts."""
+        kind, partition = source[0], source[1]
         for effect in effects:
             if isinstance(effect, Label):
                 step.label(partition, effect.example)
             elif isinstance(effect, CvrDelta):
                 step.delta(
                     effect.setup_id,
-                    delta_entry(effect, f"{kind}:{partition}:{effect.kind}", offset),
+                    delta_entry(effect, f"{kind}:{partition}:{effect.kind}", delta_offset(source)),
                 )
             elif isinstance(effect, Count):
                 metrics.OUTCOMES.labels(effect.name).inc()
@@ -353,15 +371,16 @@ def create_app(cfg: WorkerConfig) -> faust.App:
                     new["label_src"] = source
                 step.put(key, new, event)
                 heapq.heappush(heap, (deadline(new, rules), key))
-            collect(step, effects, source[0], p, source[2])
+            collect(step, effects, source)
         forget(step, p, closed, event)
         metrics.PENDING.labels(str(p)).set(len(heap))
 
-    def dead_letter(message, value: bytes, error: ContractError) -> None:
+    def dead_letter(message, value: bytes, error: ContractError, line: int = 0) -> None:
         letter = DeadLetter(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+            line=line,
             reason=error.reason,
             detail=str(error),
             raw_b64=base64.b64encode(value or b"").decode(),
@@ -369,22 +388,30 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         dead.send_soon(key=message.key, value=encode(letter))
         metrics.DEAD_LETTERS.labels(error.metric_label).inc()
 
-    def attribute_one(stream, step: Step, event, moved: dict) -> str | None:
-        """Apply one event to the step; its kind, or None for a dead letter."""
+    def attribute_record(stream, step: Step, event, moved: dict, kinds: Counter) -> None:
+        """Apply each event (line) of a record to the step, counting them by kind."""
         message = event.message
         kind = "clicks" if message.topic == CLICKS.name else "conversions"
-        try:
-            parsed = decode(Click if kind == "clicks" else Conversion, event.value)
-        except ContractError as error:
-            dead_letter(message, event.value, error)
-            return None
         stream._set_current_event(event)  # table reads look in the event's partition
+        for line, raw in enumerate(split_lines(event.value or b"") or [event.value or b""]):
+            try:
+                parsed = decode(Click if kind == "clicks" else Conversion, raw)
+            except ContractError as error:
+                dead_letter(message, raw, error, line)
+                continue
+            attribute_one(step, event, kind, parsed, line, moved)
+            kinds[kind] += 1
+        parts.applied[kind, message.partition] = message.offset
+
+    def attribute_one(step: Step, event, kind: str, parsed, line: int, moved: dict) -> None:
+        """Apply one event, line ``line`` of its record, to the step."""
+        message = event.message
         p = message.partition
         wm = parts.watermarks.setdefault(p, Watermark(STREAMS, rules.allowed_lateness_ms))
         if wm.is_late(kind, parsed.ts_ms):
             metrics.LATE.labels(kind).inc()
         key = parsed.event_id if kind == "clicks" else parsed.click_id
-        source = [kind, p, message.offset]
+        source = [kind, p, message.offset, line]
         old = step.get(key)
         new, effects, replayed = apply_event(old, kind, parsed.model_dump(), source, rules)
         if replayed:
@@ -393,14 +420,12 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             new["p"] = p
             step.put(key, new, event)
             heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
-        collect(step, effects, kind, p, message.offset)
-        parts.applied[kind, p] = message.offset
+        collect(step, effects, source)
         if wm.observe(kind, parsed.ts_ms, message.offset):
             moved[p] = event
             expire(step, p, wm.value, source, event)
             delay = max(wm.latest.values()) - wm.value
             metrics.WATERMARK_DELAY.labels(str(p)).set(delay / 1000)
-        return kind
 
     @app.agent(source, name="attribute")
     async def attribute(stream):
@@ -408,11 +433,12 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             step, moved = Step(states.get), {}
             if parts.stale:
                 reload(step)
-            kinds = Counter(attribute_one(stream, step, event, moved) for event in events)
+            kinds: Counter = Counter()
+            for event in events:
+                attribute_record(stream, step, event, moved, kinds)
             finish(stream, step, moved)
             for kind, n in kinds.items():
-                if kind is not None:
-                    metrics.EVENTS.labels(kind).inc(n)
+                metrics.EVENTS.labels(kind).inc(n)
 
     @app.agent(deltas, name="count")
     async def count(stream):

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from deploy.kafka.broker import free_port
 from rarecvr import kafka_auth, lag
 from rarecvr.contracts import split_lines
-from rarecvr.produce import produce
+from rarecvr.produce import BATCH_EVENTS, produce
 from rarecvr.topics import CLICKS, CONVERSIONS, CVR_DELTAS, DEAD_LETTERS, LABELED_EXAMPLES
 from simulator import Faults, Marketplace, SimConfig
 from simulator.events import event_stream
@@ -131,6 +131,11 @@ def dead_letters(bootstrap: str) -> list[dict]:
     return [json.loads(r.value) for r in read_topic(bootstrap, DEAD_LETTERS)]
 
 
+def events_of(record) -> list[bytes]:
+    """The events of a click or conversion record: one, or many a line."""
+    return split_lines(record.value or b"") or [record.value or b""]
+
+
 def batch_truth(
     bootstrap: str, history: dict[str, dict] | None = None
 ) -> tuple[dict[str, int], dict[str, dict]]:
@@ -139,9 +144,10 @@ def batch_truth(
     clicks, conversions = {}, {}
     latest = defaultdict(lambda: {"clicks": -1, "conversions": -1})
     for topic, store in ((CLICKS, clicks), (CONVERSIONS, conversions)):
-        for record in read_topic(bootstrap, topic):
+        lines = ((r, raw) for r in read_topic(bootstrap, topic) for raw in events_of(r))
+        for record, raw in lines:
             try:
-                event = json.loads(record.value)
+                event = json.loads(raw)
                 if not isinstance(event.get("ts_ms"), int) or event["ts_ms"] < 0:
                     raise ValueError
                 if not event.get("event_id") or not event.get("setup_id"):
@@ -178,10 +184,11 @@ def environment(prefix: str) -> dict:
     return {**os.environ, "RARECVR_TOPIC_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
 
 
-def send(bootstrap, clicks, **faults):
-    """Simulated clicks and conversions (with ``faults``) produced to the event topics."""
+def send(bootstrap, clicks, speed=None, batch=BATCH_EVENTS, **faults):
+    """Simulated clicks and conversions (with ``faults``) produced to the event topics, ``batch``
+    events a record (at ``speed``: event time compressed that much)."""
     cfg = SimConfig(clicks=clicks, advertisers=60, days=2.0, seed=5, faults=Faults(**faults))
-    return produce(bootstrap, event_stream(Marketplace(cfg)))
+    return produce(bootstrap, event_stream(Marketplace(cfg)), speed=speed, batch=batch)
 
 
 def assert_matches_batch(bootstrap, workers, name):

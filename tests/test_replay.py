@@ -13,7 +13,7 @@ from rarecvr.contracts import Click, Conversion, decode
 from rarecvr.schema import FeatureSchema
 from rarecvr.schema_topic import latest_schema
 from rarecvr.topics import CLICKS, CONVERSIONS, ensure_topics
-from tests.streams_harness import read_topic
+from tests.streams_harness import events_of, read_topic
 
 
 def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_path, monkeypatch):
@@ -59,18 +59,25 @@ def test_replay_sends_every_click_and_conversion_in_event_time_order(kafka, tmp_
     assert "warning" not in result.stderr
     schema, source = latest_schema(kafka.bootstrap)
     assert schema == FeatureSchema(("setup_id", "device"), ("price",)) and source == str(log)
-    clicks = [decode(Click, r.value) for r in read_topic(kafka.bootstrap, CLICKS)]
-    conversions = [decode(Conversion, r.value) for r in read_topic(kafka.bootstrap, CONVERSIONS)]
+    records = read_topic(kafka.bootstrap, CLICKS)
+    clicks = [decode(Click, raw) for r in records for raw in events_of(r)]
+    conversions = [
+        decode(Conversion, raw)
+        for r in read_topic(kafka.bootstrap, CONVERSIONS)
+        for raw in events_of(r)
+    ]
     assert len(clicks) == 60 and len(conversions) == 15
+    assert len(records) <= 2 * CLICKS.partitions, "clicks go many a record, per partition"
     assert {c.setup_id for c in clicks} == {"cmp0|purchase", "cmp1|purchase", "cmp2|purchase"}
     assert clicks[0].features.keys() == {"device", "price"}
     by_id = {c.event_id: c for c in clicks}
     assert all(by_id[v.click_id].ts_ms + 500 == v.ts_ms for v in conversions)
     for partition in range(CLICKS.partitions):
         times = [
-            decode(Click, r.value).ts_ms
-            for r in read_topic(kafka.bootstrap, CLICKS)
+            decode(Click, raw).ts_ms
+            for r in records
             if r.partition == partition
+            for raw in events_of(r)
         ]
         assert times == sorted(times)
 

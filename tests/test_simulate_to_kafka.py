@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from rarecvr.topics import CLICKS, CONVERSIONS
 from simulator import Faults, Marketplace, SimConfig
 from simulator.events import event_stream
+from tests.streams_harness import events_of
 
 ARGS = [
     "--clicks",
@@ -42,7 +43,7 @@ def read_from(bootstrap, starts):
     consumer.assign(list(starts))
     for tp, offset in starts.items():
         consumer.seek(tp, offset)
-    values = Counter((record.topic, record.value) for record in consumer)
+    values = Counter((record.topic, raw) for record in consumer for raw in events_of(record))
     consumer.close()
     return values
 

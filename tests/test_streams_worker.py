@@ -1,9 +1,12 @@
 """The stream worker on the real broker: labels and CVR state equal a batch recomputation from
-the same event log, with malformed events dead-lettered, through SIGKILLs and a rebalance."""
+the same event log, with malformed events dead-lettered, through SIGKILLs and a rebalance.
+Events travel many a record (one a line), as producers send them by default; one test sends one
+event a record, which stays valid."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -22,9 +25,9 @@ from tests.streams_harness import (
 )
 
 
-def test_labels_and_cvr_equal_batch_and_malformed_events_are_dead_lettered(stack, report):
+def test_labels_and_cvr_equal_batch_and_malformed_lines_are_dead_lettered(stack, report):
     bootstrap, workers, group = stack
-    sent = send(bootstrap, 20_000, duplicate=0.02, malformed=0.5)
+    sent = send(bootstrap, 20_000, duplicate=0.02, malformed=0.5)  # malformed lines in records
     malformed = sum(n for (_, fault), n in sent.items() if fault and fault.startswith("malformed"))
     assert malformed >= 10_000
     workers.start("w1")
@@ -35,6 +38,7 @@ def test_labels_and_cvr_equal_batch_and_malformed_events_are_dead_lettered(stack
     reasons = Counter(letter["reason"] for letter in letters)
     assert set(reasons) == {"click.<event>", "click.event_id", "click.ts_ms", "click.setup_id"}
     assert all(letter["raw_b64"] and letter["detail"] for letter in letters)
+    assert any(letter["line"] > 0 for letter in letters), "the malformed were lines of records"
     with urllib.request.urlopen(f"http://127.0.0.1:{workers.ports['w1']}/metrics") as r:
         text = r.read().decode()
     assert 'rarecvr_stream_outcomes_total{outcome="duplicate_click"}' in text
@@ -58,7 +62,7 @@ def test_poisoned_cvr_deltas_are_dead_lettered_and_the_count_agent_goes_on(stack
     for value in POISONED_DELTAS:
         producer.send(CVR_DELTAS.name, key=b"s1", value=value, partition=0)
     producer.close()
-    send(bootstrap, 5_000)
+    send(bootstrap, 5_000, batch=1)  # one event a record
     workers.start("w1")
     wait_caught_up(bootstrap, group, workers)
     truth = assert_matches_batch(bootstrap, workers, "w1")  # the CVR state too
@@ -70,22 +74,25 @@ def test_poisoned_cvr_deltas_are_dead_lettered_and_the_count_agent_goes_on(stack
 
 
 @pytest.mark.timeout(600)
-def test_three_sigkills_lose_and_double_count_nothing(stack, report):
+def test_three_sigkills_while_traffic_flows_lose_and_double_count_nothing(stack, report):
     bootstrap, workers, group = stack
-    send(bootstrap, 30_000, duplicate=0.01)
+    # about a minute of traffic, so every kill falls in the middle of the stream
+    traffic = threading.Thread(target=send, args=(bootstrap, 30_000, 2500.0), daemon=True)
+    traffic.start()
     kills = 0
     workers.start("w1")
-    _, end = group_progress(bootstrap, group)
-    floor = 0  # committed offsets at the last restart: kill only after it has committed more
+    floor, since = 0, time.monotonic()  # kill only after it has committed more since a restart
     while kills < 3:
+        assert traffic.is_alive(), "the traffic ended before the third kill"
         done, _ = group_progress(bootstrap, group)
-        if done > (kills + 1) * end / 5 and done > floor:
+        if done > floor and time.monotonic() - since > 8:
             workers.kill("w1", signal.SIGKILL)
             kills += 1
-            floor = group_progress(bootstrap, group)[0]
+            floor, since = group_progress(bootstrap, group)[0], time.monotonic()
             workers.start("w1")
         assert workers.procs["w1"].poll() is None, workers.log("w1")
         time.sleep(0.2)
+    traffic.join()
     wait_caught_up(bootstrap, group, workers, timeout=300)
     truth = assert_matches_batch(bootstrap, workers, "w1")
     assert workers.log("w1", tail=None).count("restored from their changelogs") == kills
