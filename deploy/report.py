@@ -18,8 +18,8 @@ def figures(samples: list[dict], history: list[dict], requests: list[tuple]) -> 
     ax[0].plot(ts, [s["events"] for s in samples], label="events in")
     ax[0].plot(ts, [s["labels"] for s in samples], label="labeled examples out")
     ax[0].set_xlabel("minutes"), ax[0].legend(), ax[0].set_title("events")
-    ax[1].plot(ts, [s["lag"] for s in samples], color="tab:red")
-    ax[1].set_xlabel("minutes"), ax[1].set_title("consumer lag (records)")
+    ax[1].plot(ts, [max(s["sent"] - s["events"], 0) for s in samples], color="tab:red")
+    ax[1].set_xlabel("minutes"), ax[1].set_title("worker behind the traffic (events)")
     out.append(("Events and lag", img(fig, dpi=90)))
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.2))

@@ -7,7 +7,9 @@ Agents and what connects them::
         (keyed by click id, co-partitioned)     │   └──> rarecvr.dead-letters
                                                 └──> rarecvr.cvr-deltas ─> count ─> setup CVR
 
-The ``attribute`` agent works in steps of many events (``streams.step``): each table key it
+A source record holds one event or many, one a line (``docs/events.md``, record format 2); each
+line is applied as an event of its own. The ``attribute`` agent works in steps of many events
+(``streams.step``): each table key it
 changed is written once a step, then the step's outputs are sent. Outputs are buffered
 (``send_soon``), not awaited one by one: Faust flushes the producer before it commits offsets,
 which is the guarantee that matters. They share Faust's producer buffer with
