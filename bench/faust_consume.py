@@ -1,7 +1,7 @@
 """Faust's own consume-only loop over the event topics: the ceiling its per-record path puts on
 a worker that reads one event a record (``bench.streams`` runs it beside the worker).
 
-    python -m bench.faust_consume BOOTSTRAP TOTAL_RECORDS OUT_JSON worker
+    python -m bench.faust_consume BOOTSTRAP TOTAL_RECORDS OUT_JSON worker -l warn
 
 Reads every record of the clicks and conversions topics (the ``RARECVR_TOPIC_PREFIX`` ones) with
 an agent that does nothing with them, and writes ``{"records": N, "seconds": S}`` (from the

@@ -121,7 +121,7 @@ def time_faust_consume_only(bootstrap: str, records: int, out: Path) -> float:
     """Records/s of Faust's own consume-only loop (``bench.faust_consume``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.faust_consume", bootstrap, str(records), str(out)]
-        + ["worker", "-l", "warning"],
+        + ["worker", "-l", "warn"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
