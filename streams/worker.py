@@ -90,9 +90,12 @@ class WorkerConfig:
     rules: Rules = field(default_factory=Rules)
     cvr: cvr.CvrParams = field(default_factory=cvr.CvrParams)
     commit_interval_s: float = 1.0
-    #: Events per agent step (``stream.take_events``), and how long a step waits to fill: the
-    #: step's table writes and outputs are sent once per key and setup (``streams.step``).
+    #: Events per agent step: the step's table writes and outputs are sent once per key and
+    #: setup (``streams.step``). Records taken at a time (``stream.take_events``, a record holds
+    #: one event or many) and how long a take waits to fill; a take of batched records is cut
+    #: into steps of ``step_events``, so a step's buffer stays bounded whatever the records hold.
     step_events: int = 10_000
+    step_records: int = 1_000
     step_within_s: float = 0.5
     #: How soon the group notices a worker that died: its partitions wait this long.
     session_timeout_s: float = 10.0
@@ -431,16 +434,21 @@ def create_app(cfg: WorkerConfig) -> faust.App:
 
     @app.agent(source, name="attribute")
     async def attribute(stream):
-        async for events in stream.take_events(cfg.step_events, within=cfg.step_within_s):
-            step, moved = Step(states.get), {}
+        async for records in stream.take_events(cfg.step_records, within=cfg.step_within_s):
+            step, moved, kinds = Step(states.get), {}, Counter()
             if parts.stale:
                 reload(step)
-            kinds: Counter = Counter()
-            for event in events:
+            for i, event in enumerate(records):
                 attribute_record(stream, step, event, moved, kinds)
-            finish(stream, step, moved)
-            for kind, n in kinds.items():
-                metrics.EVENTS.labels(kind).inc(n)
+                if kinds.total() >= cfg.step_events or i == len(records) - 1:
+                    # every step's writes and outputs are handed to the producer before the
+                    # take's records are acknowledged
+                    finish(stream, step, moved)
+                    for kind, n in kinds.items():
+                        metrics.EVENTS.labels(kind).inc(n)
+                    step, moved, kinds = Step(states.get), {}, Counter()
+            if not records:
+                finish(stream, step, moved)  # what a reload resends
 
     @app.agent(deltas, name="count")
     async def count(stream):
