@@ -26,6 +26,7 @@ up to the last committed offset (Faust flushes the producer before committing).
 from __future__ import annotations
 
 import base64
+import heapq
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -70,7 +71,6 @@ from streams.attribution import (
     label_effects,
     on_watermark,
 )
-from streams.deadlines import Deadlines
 from streams.step import Step
 from streams.watermark import Watermark
 
@@ -169,13 +169,12 @@ def delta_entry(effect: CvrDelta, source: str, offset: int) -> dict:
 
 
 class Partitions:
-    """Per source partition: the watermark, the open states' deadlines (on disk,
-    ``streams.deadlines``) and the closed states kept until their records are committed
-    (``attribution.forgettable``)."""
+    """Per source partition: the watermark, a heap of (deadline, click id) to expire, and the
+    closed states kept until their records are committed (``attribution.forgettable``)."""
 
-    def __init__(self, deadlines: Deadlines):
+    def __init__(self):
         self.watermarks: dict[int, Watermark] = {}
-        self.deadlines = deadlines
+        self.heaps: dict[int, list] = {}
         self.closed: dict[int, list] = {}
         self.progress: dict[int, tuple] = {}  #: committed offsets when ``closed`` was checked
         #: (stream, partition) -> the last offset this process applied: its local tables are
@@ -221,7 +220,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
     marks = app.Table("watermarks", default=None, **table)
     setups = app.Table("setup-cvr", default=None, **table)
     rules, params = cfg.rules, cfg.cvr
-    parts = Partitions(Deadlines(cfg.data_dir / "deadlines"))
+    parts = Partitions()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001
@@ -288,14 +287,14 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         }
 
     def reload(step: Step) -> None:
-        """Rebuild watermarks and deadlines from the tables after a (re)assignment.
+        """Rebuild watermarks and expiry heaps from the tables after a (re)assignment.
 
         Labels caused by records at or after the committed offset are sent again: the tables
         may hold their state while their sends were never delivered. A watermark saved past the
         committed offsets holds until those records are read again (``Watermark.restore``).
         """
         parts.watermarks.clear()
-        parts.deadlines.clear()
+        parts.heaps.clear()
         parts.closed.clear()
         parts.progress.clear()
         committed = parts.committed
@@ -305,7 +304,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
             if state.get("closed"):
                 parts.closed.setdefault(p, []).append(key)
             else:
-                parts.deadlines.push(p, deadline(state, rules), key)
+                heapq.heappush(parts.heaps.setdefault(p, []), (deadline(state, rules), key))
             src = state.get("label_src")
             if src and state.get("label") is not None:
                 done = committed.get(TP(SOURCE_TOPICS[src[0]], p), 0)
@@ -357,28 +356,29 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         parts.closed[p] = kept
 
     def expire(step: Step, p: int, watermark: int, source: list, event) -> None:
+        heap = parts.heaps.setdefault(p, [])
         closed = parts.closed.get(p, [])
-        while due_now := parts.deadlines.pop_due(p, watermark):
-            for _, key in due_now:
-                state = step.get(key)
-                if state is None:
-                    continue
-                due = deadline(state, rules)
-                if due > watermark:
-                    parts.deadlines.push(p, due, key)
-                    continue
-                new, effects = on_watermark(state, watermark, rules)
-                if new is None:
-                    step.put(key, dict(state, closed=dict(parts.watermarks[p].offsets)), event)
-                    closed.append(key)
-                else:
-                    if effects:
-                        new["label_src"] = source
-                    step.put(key, new, event)
-                    parts.deadlines.push(p, deadline(new, rules), key)
-                collect(step, effects, source)
+        while heap and heap[0][0] <= watermark:
+            _, key = heapq.heappop(heap)
+            state = step.get(key)
+            if state is None:
+                continue
+            due = deadline(state, rules)
+            if due > watermark:
+                heapq.heappush(heap, (due, key))
+                continue
+            new, effects = on_watermark(state, watermark, rules)
+            if new is None:
+                step.put(key, dict(state, closed=dict(parts.watermarks[p].offsets)), event)
+                closed.append(key)
+            else:
+                if effects:
+                    new["label_src"] = source
+                step.put(key, new, event)
+                heapq.heappush(heap, (deadline(new, rules), key))
+            collect(step, effects, source)
         forget(step, p, closed, event)
-        metrics.PENDING.labels(str(p)).set(parts.deadlines.pending(p))
+        metrics.PENDING.labels(str(p)).set(len(heap))
 
     def dead_letter(message, value: bytes, error: ContractError, line: int = 0) -> None:
         letter = DeadLetter(
@@ -424,7 +424,7 @@ def create_app(cfg: WorkerConfig) -> faust.App:
         elif new is not old:
             new["p"] = p
             step.put(key, new, event)
-            parts.deadlines.push(p, deadline(new, rules), key)
+            heapq.heappush(parts.heaps.setdefault(p, []), (deadline(new, rules), key))
         collect(step, effects, source)
         if wm.observe(kind, parsed.ts_ms, message.offset):
             moved[p] = event

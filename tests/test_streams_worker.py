@@ -80,12 +80,16 @@ def test_three_sigkills_lose_and_double_count_nothing(stack, report):
     workers.start("w1")
     _, end = group_progress(bootstrap, group)
     floor = 0  # committed offsets at the last restart: kill only after it has committed more
+    since = time.monotonic()
     while kills < 3:
         done, _ = group_progress(bootstrap, group)
-        if done > (kills + 1) * end / 5 and (done > floor or done >= end):
+        # or, once the stream is all committed, when the restarted worker has had time to open
+        # its tables (a worker killed before that has nothing to restore)
+        settled = done >= end and time.monotonic() - since > 20
+        if done > (kills + 1) * end / 5 and (done > floor or settled):
             workers.kill("w1", signal.SIGKILL)
             kills += 1
-            floor = group_progress(bootstrap, group)[0]
+            floor, since = group_progress(bootstrap, group)[0], time.monotonic()
             workers.start("w1")
         assert workers.procs["w1"].poll() is None, workers.log("w1")
         time.sleep(0.2)
