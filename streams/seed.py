@@ -66,13 +66,13 @@ def deltas(
     converted = millis(table[log.conversion_time], log.unit, log.conversion_time)
     delay = converted - clicks
     attributed = (delay >= 0) & (delay <= window_ms)
-    groups = _groups(table, setups)
+    names, first, codes = np.unique(setups, return_index=True, return_inverse=True)
+    groups = _groups(table, setups, first)
     source = f"history:{log.path.name}"
     clicks = clicks.astype(np.int64)
     bucket = clicks - clicks % bucket_ms
     events: dict[str, list[tuple[int, dict]]] = {}
-    keys, counts = np.unique(np.stack([bucket, _codes(setups)]), axis=1, return_counts=True)
-    names = np.unique(setups)
+    keys, counts = np.unique(np.stack([bucket, codes]), axis=1, return_counts=True)
     for (ts, code), n in zip(keys.T.tolist(), counts.tolist(), strict=True):
         setup = names[code]
         entry = {"kind": "click", "ts_ms": ts, "n": n, "group": groups[setup]}
@@ -90,13 +90,9 @@ def deltas(
             offset += len(chunk)
 
 
-def _codes(setups: np.ndarray) -> np.ndarray:
-    return np.unique(setups, return_inverse=True)[1]
-
-
-def _groups(table: pa.Table, setups: np.ndarray) -> dict[str, str]:
-    """Each setup's peer group from its first row's tags ("/" where the log has none)."""
-    first = np.unique(setups, return_index=True)[1]
+def _groups(table: pa.Table, setups: np.ndarray, first: np.ndarray) -> dict[str, str]:
+    """Each setup's peer group from its first row's tags (rows ``first``; "/" where the log has
+    none)."""
     tags = {
         tag: pc.cast(table[tag], pa.string()).to_numpy(zero_copy_only=False)[first]
         for tag in PEER_TAGS
