@@ -94,8 +94,10 @@ class Stabilizer:
         return tasks.count("hard") / len(tasks) if tasks else None
 
 
-def attach(app, params: PolicyParams, cvr_params: cvr.CvrParams) -> Stabilizer:
-    """Run the stabilizer in a stream worker app (see ``streams.worker.create_app``)."""
+def attach(app, setups, params: PolicyParams, cvr_params: cvr.CvrParams) -> Stabilizer:
+    """Run the stabilizer in a stream worker app (see ``streams.worker.create_app``) beside its
+    setup-CVR table ``setups``; the caller passes ``Stabilizer.on_cvr`` to the worker's CVR
+    listeners."""
     import faust
 
     from rarecvr.topics import CVR_DELTAS
@@ -111,8 +113,7 @@ def attach(app, params: PolicyParams, cvr_params: cvr.CvrParams) -> Stabilizer:
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         await app.producer.send(topic, key, value, None, None, None)
 
-    stabilizer = Stabilizer(assignments, app.rarecvr_tables["setups"], params, cvr_params, publish)
-    app.rarecvr_cvr_listeners.append(stabilizer.on_cvr)
+    stabilizer = Stabilizer(assignments, setups, params, cvr_params, publish)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001

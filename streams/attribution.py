@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from rarecvr.contracts import peer_group
 from rarecvr.units import DAY_MS
 
+#: The source streams of a partition, by the names the states and watermarks use.
+STREAMS = ("clicks", "conversions")
+
 
 @dataclass(frozen=True)
 class Rules:

@@ -163,7 +163,8 @@ def worker(
     )
     if prepare_data_dir(data_dir):
         click.echo("previous stop was not clean: tables will be restored from their changelogs")
-    app = create_app(cfg)
+    listeners = []
+    app, tables = create_app(cfg, listeners)
     policy = PolicyParams(
         alpha=alpha,
         online_margin=online_margin,
@@ -171,7 +172,7 @@ def worker(
         min_dwell_ms=int(dwell_hours * 3_600_000),
         tag_noise=tag_noise,
     )
-    attach(app, policy, cfg.cvr)
+    listeners.append(attach(app, tables.setups, policy, cfg.cvr).on_cvr)
     create_changelogs(app, address)
     if history is not None:
         try:

@@ -38,6 +38,9 @@ class Step:
         self._writes: dict[Any, tuple[Any, Any]] = {}  #: key -> (value or None, where)
         self.labels: dict[int, list[dict]] = {}  #: partition -> its labeled examples, in order
         self.deltas: dict[str, list[dict]] = {}  #: setup id -> its deltas, in order
+        #: partition -> where (as in ``put``): the partitions whose watermarks the step
+        #: changed, saved at its end
+        self.watermarks: dict[int, Any] = {}
 
     def get(self, key):
         value, _ = self._writes.get(key, (_ABSENT, None))

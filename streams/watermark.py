@@ -8,8 +8,8 @@ The watermark is saved with the offsets of the records it reflects. After a cras
 copy can be ahead of the other tables: its changelog record was delivered, theirs (for records
 past the last committed offset) were not. Expiring clicks with it before those records are read
 again would label a click negative while its conversion is still to be re-read. So a restored
-watermark *holds*: it expires nothing until every stream has been read back up to the offset
-it had reached.
+watermark *holds*: it expires nothing until every stream has been read back to the end of the
+record it had reached.
 
 >>> wm = Watermark(("clicks", "conversions"), lateness_ms=10)
 >>> wm.observe("clicks", 100, offset=0), wm.observe("conversions", 80, offset=0)
@@ -21,9 +21,11 @@ it had reached.
 ...                             resume_at={"clicks": 0, "conversions": 0})
 >>> resumed.value, resumed.held
 (70, True)
->>> resumed.observe("clicks", 100, offset=0)  # clicks read back; conversions not yet
+>>> resumed.observe("clicks", 100, offset=0), resumed.record_read("clicks", 0)  # not yet
+(False, False)
+>>> resumed.observe("conversions", 80, offset=0)  # a line of the record: it may hold more
 False
->>> resumed.observe("conversions", 80, offset=0)  # the hold ends: clicks may expire now
+>>> resumed.record_read("conversions", 0)  # the hold ends: clicks may expire now
 True
 """
 
@@ -41,17 +43,22 @@ class Watermark:
         self.hold: dict[str, int] = {}
 
     def observe(self, stream: str, ts_ms: int, offset: int = -1) -> bool:
-        """Record an event read at ``offset``; True when clicks may have expired: the
-        watermark moved (and is not held), or a hold just ended."""
+        """Record an event of the record at ``offset``; True when the watermark moved (and is
+        not held): clicks may have expired."""
         before = self.value
         if ts_ms > self.latest[stream]:
             self.latest[stream] = ts_ms
         self.offsets[stream] = max(self.offsets[stream], offset)
-        if self.hold:
-            if offset >= self.hold.get(stream, offset + 1):
-                del self.hold[stream]
+        return not self.hold and self.value > before
+
+    def record_read(self, stream: str, offset: int) -> bool:
+        """Note that every event of the record at ``offset`` was read; True when that ended a
+        hold (clicks may have expired). A hold ends at the end of its record, not at its first
+        event: the saved watermark reflects all the events of the record."""
+        if self.hold and offset >= self.hold.get(stream, offset + 1):
+            del self.hold[stream]
             return not self.hold
-        return self.value > before
+        return False
 
     @property
     def held(self) -> bool:
