@@ -1,4 +1,4 @@
-"""Faust's Kafka transport with its commit offset made safe for the worker.
+"""Faust's Kafka transport with its commit offset and its flush made safe for the worker.
 
 Faust commits, per partition, the end of the first run of consecutive acknowledged offsets
 (``Consumer._new_offset``). Two of its rules failed the worker's SIGKILL test:
@@ -12,6 +12,17 @@ Faust commits, per partition, the end of the first run of consecutive acknowledg
   exactly one (faust-streaming/faust#606): a record still in flight, or one dropped when a
   rebalance suspended the flow, is then never read again. With commits no longer stalled by
   duplicates, that lost a click in CI.
+
+A third rule lost table writes: **a flush returned with messages still buffered.** Before a
+commit Faust flushes its producer, whose first stage is a buffer of the messages
+``send_soon`` queued (every table write's changelog record, every label), drained by one task
+that hands each to aiokafka. ``ProducerBuffer.flush`` returns as soon as no message was handed
+over for 0.1 s, so a busy event loop or a slow hand-over (aiokafka waiting for room in its
+accumulator) let the commit go ahead while changelog records of the committed records were
+still in the buffer; a SIGKILL then lost them (the SIGKILL test: a restart restored exactly the
+tables of the restart before it, and the clicks read in between were never labeled). Here a
+flush waits until every message put before it has been handed over, then for aiokafka's own
+flush as before.
 
 Here duplicates are removed, offsets the fetcher saw skipped (Faust's gap intervals) count as
 acknowledged as in Faust, and nothing is committed while the next offset to commit is not
@@ -30,9 +41,11 @@ rebalance tests in tests/test_streams_worker.py exercise it on a real broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -117,5 +130,44 @@ class Consumer(driver.Consumer):
         return run[-1] + 1
 
 
+class ProducerBuffer(faust_producer.ProducerBuffer):
+    """Faust's buffer of ``send_soon`` messages, with a flush that returns only once every
+    message put before it has been handed to aiokafka (Faust's returns after 0.1 s without a
+    hand-over). Counts hand-overs, not the queue's size: the draining task takes a message off
+    the queue before handing it over."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.put_count = 0  #: messages put so far
+        self.sent_count = 0  #: messages handed to aiokafka so far, in the order they were put
+
+    def put(self, fut) -> None:
+        self.put_count += 1
+        super().put(fut)
+
+    async def _send_pending(self, fut) -> None:
+        await super()._send_pending(fut)
+        self.sent_count += 1
+
+    async def flush(self) -> None:
+        target = self.put_count
+        while self.sent_count < target and not self.should_stop:
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+            except TimeoutError:
+                log.warning("flush: %d messages still buffered", target - self.sent_count)
+        await super().flush()  # at a stop: Faust's own (it refuses what it cannot send)
+
+
+class Producer(driver.Producer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        assert not self.app.conf.producer_threaded  # the threaded producer has its own queue
+        self.buffer = ProducerBuffer(loop=self.loop, beacon=self.beacon)
+        self.buffer.app = self.app
+
+
 class Transport(driver.Transport):
     Consumer = Consumer
+    Producer = Producer

@@ -51,12 +51,15 @@ from rarecvr.topics import (
 from streams import count, cvr, faust_commit, metrics
 from streams.attribution import Rules
 from streams.attributor import Attributor
+from streams.clickstore import ClickStore
 from streams.recovery import recover
 from streams.step import Step
 from streams.views import add_views
 
 SOURCE_TOPICS = {"clicks": CLICKS.name, "conversions": CONVERSIONS.name}
 CLEAN_MARK = ".clean-shutdown"
+#: The largest changelog record: a bundle of clicks with many features (``streams.clickstore``).
+MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def create_changelogs(app: faust.App, bootstrap: str) -> list[str]:
     write to that table then crashes its agent (``PartitionsMismatch``, 0 partitions): in one
     CI run of the demo the stabilizer's table had no changelog and no setup was ever hard.
     """
-    compact = {"cleanup.policy": "compact"}
+    compact = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_RECORD_BYTES)}
     return create_missing(
         bootstrap,
         [
@@ -133,7 +136,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Tables:
-    states: faust.Table  #: click id -> its state (``streams.attribution``)
+    states: faust.Table  #: click states, many a value (``streams.clickstore``)
     marks: faust.Table  #: partition -> its saved watermark
     setups: faust.Table  #: setup id -> its CVR state (``streams.cvr``)
 
@@ -159,6 +162,7 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
+        producer_max_request_size=MAX_RECORD_BYTES,
         **kafka_auth.auth_for(cfg.bootstrap).faust(),
     )
     app.transport = faust_commit.Transport(app.conf.broker_consumer, app)
@@ -173,11 +177,12 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
         "schema": faust.Schema(key_serializer="raw", value_serializer="json"),
     }
     tables = Tables(
-        states=app.Table("click-states", default=None, **table),
+        states=app.Table("click-bundles", default=None, **table),
         marks=app.Table("watermarks", default=None, **table),
         setups=app.Table("setup-cvr", default=None, **table),
     )
     states, marks, setups = tables.states, tables.marks, tables.setups
+    store = ClickStore(states)
     attributor, progress = Attributor(cfg.rules), Progress()
 
     @app.on_partitions_assigned.connect
@@ -198,8 +203,9 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
         return max(progress.committed.get(tp, 0), app.consumer._committed_offset.get(tp) or 0)
 
     def reload(step: Step) -> None:
+        store.rebuild()
         recovered = recover(
-            states.items(),
+            store.items(),
             marks.items(),
             progress.committed,
             SOURCE_TOPICS,
@@ -210,7 +216,7 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
         progress.stale = False
         app.log.warning(
             "reloaded %d states, resent %d labels; committed %r; watermarks %r",
-            len(states),
+            len(store),
             len(recovered.resend),
             dict(progress.committed),
             {p: w.saved() | {"hold": w.hold} for p, w in recovered.watermarks.items()},
@@ -220,7 +226,7 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
         """Write the step's states and the watermarks that moved, then send its labels (each
         partition's, many a record, to the labeled-examples partition of the same number) and
         CVR deltas."""
-        for key, value, event in step.writes():
+        for key, value, event in store.write(step.writes()):
             stream._set_current_event(event)  # a table write goes to the current event's partition
             if value is None:
                 del states[key]
@@ -255,7 +261,7 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
     @app.agent(source, name="attribute")
     async def attribute(stream):
         async for records in stream.take_events(cfg.step_records, within=cfg.step_within_s):
-            step, kinds = Step(states.get), Counter()
+            step, kinds = Step(store.get), Counter()
             if progress.stale:
                 reload(step)
             for i, event in enumerate(records):
@@ -274,7 +280,7 @@ def create_app(cfg: WorkerConfig, cvr_listeners: list) -> tuple[faust.App, Table
                     finish(stream, step)
                     for kind, n in kinds.items():
                         metrics.EVENTS.labels(kind).inc(n)
-                    step, kinds = Step(states.get), Counter()
+                    step, kinds = Step(store.get), Counter()
             if not records:
                 finish(stream, step)  # what a reload resends
 

@@ -136,6 +136,27 @@ def events_of(record) -> list[bytes]:
     return split_lines(record.value or b"") or [record.value or b""]
 
 
+def where(bootstrap: str, click_ids: set[str]) -> str:
+    """Where the clicks ``click_ids`` were read: per partition, how many, their record offsets
+    and event times, beside the partition's last click time (a stuck watermark leaves a
+    partition's newest clicks unlabeled; lost states leave a run in the middle)."""
+    found, newest = defaultdict(list), defaultdict(int)
+    for record in read_topic(bootstrap, CLICKS):
+        for raw in events_of(record):
+            try:
+                event = json.loads(raw)
+                newest[record.partition] = max(newest[record.partition], event["ts_ms"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if event.get("event_id") in click_ids:
+                found[record.partition].append((record.offset, event["ts_ms"]))
+    return "; ".join(
+        f"partition {p}: {len(v)} at offsets {min(v)[0]}-{max(v)[0]}, "
+        f"ts {min(t for _, t in v)}-{max(t for _, t in v)} (newest click {newest[p]})"
+        for p, v in sorted(found.items())
+    )
+
+
 def batch_truth(
     bootstrap: str, history: dict[str, dict] | None = None
 ) -> tuple[dict[str, int], dict[str, dict]]:
@@ -198,9 +219,10 @@ def assert_matches_batch(bootstrap, workers, name):
     missing, extra = truth.keys() - labels.keys(), labels.keys() - truth.keys()
     differ = {c for c in truth.keys() & labels.keys() if truth[c] != labels[c]}
     assert not (missing or extra or differ), (
-        f"{len(missing)} clicks unlabeled (e.g. {sorted(missing)[:5]}), {len(extra)} labeled "
-        f"but not in batch ({sorted(extra)[:5]}), {len(differ)} with another label "
-        f"({sorted(differ)[:5]})"
+        f"{len(missing)} clicks unlabeled (e.g. {sorted(missing)[:5]}; "
+        f"{where(bootstrap, missing)}),"
+        f" {len(extra)} labeled but not in batch ({sorted(extra)[:5]}), {len(differ)} with "
+        f"another label ({sorted(differ)[:5]})"
     )
     assert 0 < sum(truth.values()) < len(truth)
     port = workers.ports[name]

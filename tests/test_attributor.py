@@ -1,6 +1,7 @@
-"""The attribution step (streams.attributor) and the recovery (streams.recovery) on dict tables,
-with no broker: records of many events each, applied in takes, committed every few takes, and a
-crash at any take that delivered any prefix of the later writes and labels. The labels after the
+"""The attribution step (streams.attributor), the click store (streams.clickstore) and the
+recovery (streams.recovery) on dict tables, with no broker: records of many events each, applied
+in takes, committed every few takes, and a crash at any take that delivered any prefix of each
+topic's later writes (the click states', the watermarks', the labels'). The labels after the
 restart equal those of a run that never crashed."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from streams.attributor import Attributor
+from streams.clickstore import ClickStore
 from streams.recovery import recover
 from streams.step import Step
 from tests.test_streams_logic import RULES, simulate
@@ -40,37 +42,34 @@ def records_of(rng: random.Random, events: list) -> list[tuple[str, int, bytes]]
     return records
 
 
-def write(table: dict, writes) -> None:
-    """A step's (key, value or None to delete) writes, as a table applies them."""
-    for key, value in writes:
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
+TABLES = ("states", "marks")
 
 
 class Partition:
     """One partition's worker loop on dict tables, keeping what each take wrote and sent."""
 
-    def __init__(self, records: list, rng: random.Random):
-        self.records, self.rng = records, rng
-        self.states, self.marks = {}, {}
+    def __init__(self, rng: random.Random, tables: dict | None = None):
+        self.rng = rng
+        self.tables = tables or {name: {} for name in TABLES}
+        self.store = ClickStore(self.tables["states"])
         self.committed = {"clicks": 0, "conversions": 0}  #: the next offset to read
-        self.log = []  #: per take: (state writes, watermark writes, labels sent)
+        self.log = []  #: per take: ({table: its writes}, labels sent)
         self.attributor = Attributor(RULES)
 
     def take(self, batch: list, step: Step | None = None) -> None:
-        step = step or Step(self.states.get)
+        step = step or Step(self.store.get)
         for stream, offset, value in batch:
             applied, dead = self.attributor.record(
                 step, stream, 0, offset, value, None, lambda kind, p: self.committed[kind]
             )
             assert not dead
-        writes = [(key, value) for key, value, _ in step.writes()]
-        marks = [self.attributor.watermarks[p].saved() for p in step.watermarks]
-        write(self.states, writes)
-        write(self.marks, [("0", saved) for saved in marks])
-        self.log.append((writes, marks, [dict(e) for e in step.labels.get(0, [])]))
+        writes = {
+            "states": [(key, value) for key, value, _ in self.store.write(step.writes())],
+            "marks": [(str(p), self.attributor.watermarks[p].saved()) for p in step.watermarks],
+        }
+        for name, table_writes in writes.items():
+            write(self.tables[name], table_writes)
+        self.log.append((writes, [dict(e) for e in step.labels.get(0, [])]))
 
     def run(self, records: list, crash_after: int | None = None) -> int | None:
         """Take the records a few at a time, committing every few takes; stop after take
@@ -89,9 +88,19 @@ class Partition:
         return last_commit
 
 
+def write(table: dict, writes) -> None:
+    """(key, value or None to delete) writes, as a table applies them (a copy of each value:
+    a table holds what was sent, not the object)."""
+    for key, value in writes:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = orjson.loads(orjson.dumps(value))
+
+
 def labels_sent(log) -> dict[str, int]:
     labels = {}
-    for _, _, examples in log:
+    for _, examples in log:
         for example in examples:
             assert labels.setdefault(example["click_id"], example["label"]) == example["label"]
     return labels
@@ -102,27 +111,34 @@ def crash_and_resume(seed: int) -> tuple[dict, dict]:
     rng = random.Random(seed)
     events, _ = simulate(rng, rng.randint(20, 80), jitter=RULES.allowed_lateness_ms)
     records = records_of(rng, events)
-    whole = Partition(records, random.Random(seed))
+    whole = Partition(random.Random(seed))
     whole.run(records)
-    crashed = Partition(records, random.Random(seed))
+    crashed = Partition(random.Random(seed))
     last_commit = crashed.run(records, crash_after=rng.randint(0, len(records) // 2))
     first_lost = 0 if last_commit is None else last_commit + 1
-    # After the last commit each topic's writes are delivered up to a take of its own.
-    states_to, marks_to, labels_to = (rng.randint(first_lost, len(crashed.log)) for _ in range(3))
-    states, marks = {}, {}
-    for writes, _, _ in crashed.log[:states_to]:
-        write(states, writes)
-    for _, saved, _ in crashed.log[:marks_to]:
-        write(marks, [("0", s) for s in saved])
-    delivered = crashed.log[:labels_to]
+    # After the last commit each topic (each table's changelog, the labels) is delivered up to
+    # a point of its own: any prefix of its writes.
+    # A worker restarting after a crash discards its local store and restores from the
+    # changelogs (``streams.worker.prepare_data_dir``): a local store holds writes that were
+    # never delivered, and Faust's replay over it would pair a new bundle with an older
+    # conversion part, a state no prefix gives.
+    tables = {}
+    for name in TABLES:
+        kept = [w for writes, _ in crashed.log[:first_lost] for w in writes[name]]
+        lost = [w for writes, _ in crashed.log[first_lost:] for w in writes[name]]
+        tables[name] = {}
+        write(tables[name], kept + lost[: rng.randint(0, len(lost))])
+    delivered = crashed.log[: rng.randint(first_lost, len(crashed.log))]
     # A new process: tables as delivered, reading from the committed offsets.
-    resumed = Partition(records, random.Random(seed + 1))
-    resumed.states, resumed.marks, resumed.committed = states, marks, dict(crashed.committed)
+    resumed = Partition(random.Random(seed + 1), tables)
+    resumed.committed = dict(crashed.committed)
     committed = {(TOPICS[kind], 0): offset for kind, offset in crashed.committed.items()}
-    step = Step(resumed.states.get)
-    resumed.attributor.restore(
-        recover(states.items(), marks.items(), committed, TOPICS, {}, RULES), step
+    step = Step(resumed.store.get)
+    resumed.store.rebuild()
+    recovered = recover(
+        resumed.store.items(), tables["marks"].items(), committed, TOPICS, {}, RULES
     )
+    resumed.attributor.restore(recovered, step)
     rest = [r for r in records if r[1] >= crashed.committed[r[0]]]
     resumed.take([], step)  # what the restore resends
     resumed.run(rest)

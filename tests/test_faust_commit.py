@@ -1,11 +1,15 @@
 """Faust's commit offset against the worker's transport (streams.faust_commit), side by side:
 offsets acknowledged twice, a hole of one offset at the head, and offsets the fetcher saw
-skipped; and when the worker's transport reads a partition again."""
+skipped; when the worker's transport reads a partition again; and a flush whose buffered
+messages are slow to hand over."""
 
+import asyncio
 import time
+from types import SimpleNamespace
 
 import faust
 import pytest
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_driver
 from faust.types import TP
 
@@ -63,3 +67,55 @@ def test_a_next_offset_missing_too_long_has_the_partition_read_again_from_it():
     consumer._acked[TOPIC].append(5)  # read again and acknowledged
     assert consumer._new_offset(TOPIC) == 8
     assert consumer.stalled_partitions(now + faust_commit.STALL_RESEEK_S) == {}
+
+
+class SlowChannel:
+    """A channel whose hand-over to the client takes ``seconds`` (aiokafka waiting for room)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.published = seconds, []
+
+    async def publish_message(self, fut, wait: bool = False):
+        await asyncio.sleep(self.seconds)
+        self.published.append(fut)
+
+
+def handed_over_after_flush(buffer_class, messages: int, seconds: float) -> int:
+    """How many of ``messages`` queued on a buffer with a slow hand-over its flush saw handed
+    over before it returned."""
+
+    async def run() -> int:
+        app = faust.App("test-flush", broker="kafka://127.0.0.1:9")
+        buffer = buffer_class()
+        buffer.app = app
+        channel = SlowChannel(seconds)
+        await buffer.start()
+        try:
+            for _ in range(messages):
+                buffer.put(SimpleNamespace(message=SimpleNamespace(channel=channel)))
+            await buffer.flush()
+            return len(channel.published)
+        finally:
+            while len(channel.published) < messages:  # let it drain before it stops
+                await asyncio.sleep(0.05)
+            await buffer.stop()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("buffer_class", "handed_over"),
+    [(faust_producer.ProducerBuffer, 0), (faust_commit.ProducerBuffer, 3)],
+)
+def test_a_flush_waits_for_every_buffered_message_however_slow_its_hand_over(
+    buffer_class, handed_over
+):
+    # Faust's flush gives up after 0.1 s without a hand-over: the commit after it would then
+    # cover records whose changelog writes were still in the buffer
+    assert handed_over_after_flush(buffer_class, 3, seconds=0.25) == handed_over
+
+
+def test_the_worker_transport_makes_producers_with_the_safe_buffer():
+    app = faust.App("test-flush", broker="kafka://127.0.0.1:9")
+    app.transport = faust_commit.Transport(app.conf.broker_consumer, app)
+    assert isinstance(app.producer.buffer, faust_commit.ProducerBuffer)
