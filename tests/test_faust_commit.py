@@ -1,7 +1,7 @@
 """Faust's commit offset against the worker's transport (streams.faust_commit), side by side:
-offsets acknowledged twice, a hole of one offset at the head, and offsets the fetcher saw
-skipped; when the worker's transport reads a partition again; and a flush whose buffered
-messages are slow to hand over."""
+offsets acknowledged twice, a hole of one offset at the head, offsets the fetcher saw skipped
+and the record after them; when the worker's transport reads a partition again; and a flush
+whose buffered messages are slow to hand over."""
 
 import asyncio
 import time
@@ -52,6 +52,15 @@ def test_an_unacknowledged_next_offset_holds_the_commit(transport, expected):
 
 def test_offsets_the_fetcher_saw_skipped_count_as_acknowledged():
     assert new_offset(faust_commit.Transport, 5, [7, 8], gap=(5, 7)) == 9
+
+
+@pytest.mark.parametrize(("transport", "expected"), [(faust_driver, 11), (faust_commit, 9)])
+def test_the_record_that_reveals_a_gap_counts_only_once_acknowledged(transport, expected):
+    # read up to 5, then record 9 arrives (6-8 are a gap) and is still in flight, or was
+    # dropped, when 10 is acknowledged: Faust commits over it
+    consumer = consumer_with(transport.Transport, 5, [5, 10])
+    asyncio.run(consumer._add_gap(TOPIC, 6, 9))
+    assert consumer._new_offset(TOPIC) == expected
 
 
 def test_a_larger_hole_holds_the_commit_as_in_faust():
