@@ -101,10 +101,11 @@ class ClickStore:
         self.index: dict[str, str] = {}  #: click id -> the key of the bundle holding it
         self.with_conversion: set[str] = set()
         self._cache: dict[str, dict] = {}  #: bundles read or written in the current step
+        self._parts: dict[str, dict | None] = {}  #: conversion parts read in the current step
 
     def rebuild(self) -> None:
         """Index the tables as they are now (after an assignment or a restore)."""
-        self.index, self.with_conversion, self._cache = {}, set(), {}
+        self.index, self.with_conversion, self._cache, self._parts = {}, set(), {}, {}
         for key, value in self.table.items():
             if key.startswith("b:"):
                 for click_id in value["clicks"]:
@@ -121,7 +122,13 @@ class ClickStore:
         return bundle
 
     def _conversion(self, click_id: str) -> dict | None:
-        return self.table.get("c:" + click_id) if click_id in self.with_conversion else None
+        """The click's conversion part, read once a step: in the step, where the worker reads
+        in the click's partition, not again in ``write`` (which runs after the step)."""
+        if click_id not in self.with_conversion:
+            return None
+        if click_id not in self._parts:
+            self._parts[click_id] = self.table.get("c:" + click_id)
+        return self._parts[click_id]
 
     def get(self, click_id: str) -> dict | None:
         key = self.index.get(click_id)
@@ -129,13 +136,18 @@ class ClickStore:
         return merge(click, self._conversion(click_id))
 
     def items(self) -> Iterator[tuple[str, dict]]:
-        """Every (click id, state) as indexed (``rebuild``): clicks, then orphans."""
+        """Every (click id, state) as indexed (``rebuild``): clicks, then orphans. (Conversion
+        parts are taken from the same scan, not read one by one.)"""
+        bundles, parts = [], {}
         for key, value in self.table.items():
             if key.startswith("b:"):
-                for click_id, click in value["clicks"].items():
-                    yield click_id, merge(click, self._conversion(click_id))
-            elif key[2:] not in self.index:
-                yield key[2:], value
+                bundles.append(value)
+            else:
+                parts[key[2:]] = value
+        for bundle in bundles:
+            for click_id, click in bundle["clicks"].items():
+                yield click_id, merge(click, parts.pop(click_id, None))
+        yield from parts.items()
 
     def __len__(self) -> int:
         return len(self.index) + sum(1 for k in self.with_conversion if k not in self.index)
@@ -144,7 +156,7 @@ class ClickStore:
         """The table writes that store a step's (click id, state or None, where) writes, in
         order: the conversion parts that changed, each changed bundle once (new clicks in new
         bundles of their partition), then the conversion parts deleted (a state is deleted
-        bundle first). The bundles read in the step are forgotten after it."""
+        bundle first). The bundles and parts read in the step are forgotten after it."""
         out, deletes = [], []
         dirty: dict[str, Any] = {}  #: bundle key -> where
         filling: dict[int, str] = {}  #: partition -> its new bundle in this step
@@ -176,5 +188,5 @@ class ClickStore:
         for key, where in dirty.items():
             bundle = self._cache[key]
             out.append((key, bundle if bundle["clicks"] else None, where))
-        self._cache = {}
+        self._cache, self._parts = {}, {}
         return out + deletes
